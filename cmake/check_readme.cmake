@@ -1,0 +1,15 @@
+# SPDX-License-Identifier: MIT
+# cmake -DREADME=... -DSNIPPET=... -P check_readme.cmake: fails unless the README's first ```cpp block equals SNIPPET.
+file(READ "${README}" readme)
+file(READ "${SNIPPET}" snippet)
+string(FIND "${readme}" "```cpp\n" start)
+if(start EQUAL -1)
+  message(FATAL_ERROR "README has no ```cpp block")
+endif()
+math(EXPR start "${start} + 7")
+string(SUBSTRING "${readme}" ${start} -1 rest)
+string(FIND "${rest}" "```" stop)
+string(SUBSTRING "${rest}" 0 ${stop} block)
+if(NOT block STREQUAL snippet)
+  message(FATAL_ERROR "README's ```cpp block differs from ${SNIPPET}; update one to match the other")
+endif()

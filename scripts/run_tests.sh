@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every check: the Release build's tests, the ASan+UBSan build's tests, the CUDA configuration (compiled and
+# linked; its GPU tests skip without a GPU), and the formatting check. Build trees live in ./build-*.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+common=(-DCMAKE_BUILD_TYPE=Release)
+if command -v ccache >/dev/null; then common+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache); fi
+ctest_args=(--output-on-failure -j"$jobs")
+
+echo "== formatting (clang-format --dry-run -Werror)"
+git ls-files -- 'include/*.hpp' 'include/*.cuh' 'tests/*.cpp' 'tests/*.hpp' 'tests/*.cu' 'benchmarks/*.cpp' \
+  'examples/*.cpp' 'benchmarks/*.cu' | xargs clang-format --dry-run -Werror
+
+echo "== release build + tests"
+cmake -S . -B build-release "${common[@]}"
+cmake --build build-release -j"$jobs"
+ctest --test-dir build-release "${ctest_args[@]}"
+
+echo "== ASan + UBSan build + tests"
+cmake -S . -B build-sanitize "${common[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPREFIXTUNE_SANITIZE=ON \
+  -DPREFIXTUNE_BUILD_BENCHMARKS=OFF -DPREFIXTUNE_INSTALL=OFF
+cmake --build build-sanitize -j"$jobs"
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir build-sanitize "${ctest_args[@]}"
+
+nvcc=""
+for c in "$(command -v nvcc || true)" /usr/local/cuda/bin/nvcc; do
+  if [ -n "$c" ] && [ -x "$c" ]; then nvcc="$c"; break; fi
+done
+if [ -n "$nvcc" ]; then
+  echo "== CUDA configuration (compile + link; GPU tests skip without a GPU)"
+  cuda_root=$(dirname "$(dirname "$nvcc")")
+  cmake -S . -B build-cuda "${common[@]}" -DPREFIXTUNE_ENABLE_CUDA=ON -DCUDAToolkit_ROOT="$cuda_root" \
+    -DPREFIXTUNE_BUILD_BENCHMARKS=OFF -DPREFIXTUNE_BUILD_EXAMPLES=OFF -DPREFIXTUNE_INSTALL=OFF
+  cmake --build build-cuda -j"$jobs" --target test_cuda
+  ctest --test-dir build-cuda "${ctest_args[@]}" -L cuda
+else
+  echo "== CUDA configuration SKIPPED: no nvcc found (install the CUDA toolkit to build the GPU backend)"
+fi
+echo "== all checks passed"

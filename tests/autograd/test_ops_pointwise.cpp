@@ -1,0 +1,3 @@
+// SPDX-License-Identifier: MIT
+// (placeholder, filled by the autograd work)
+#include <doctest/doctest.h>
