@@ -21,7 +21,7 @@ echo "== ASan + UBSan build + tests"
 cmake -S . -B build-sanitize "${common[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPREFIXTUNE_SANITIZE=ON \
   -DPREFIXTUNE_BUILD_BENCHMARKS=OFF -DPREFIXTUNE_INSTALL=OFF
 cmake --build build-sanitize -j"$jobs"
-ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir build-sanitize "${ctest_args[@]}"
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir build-sanitize "${ctest_args[@]}" -LE slow
 
 nvcc=""
 for c in "$(command -v nvcc || true)" /usr/local/cuda/bin/nvcc; do

@@ -2,15 +2,44 @@
 // Shared test helpers: random tensors, naive double-precision references, error-message capture.
 #pragma once
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "prefixtune/core/error.hpp"
 #include "prefixtune/core/rng.hpp"
 
 namespace prefixtune::test {
+
+/// A fresh folder under the system temp dir, unique per process and instance, removed on destruction.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    static int counter = 0;
+    path = std::filesystem::temp_directory_path() /
+           ("prefixtune_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return (path / name).string(); }
+  /// Names of all entries in the folder.
+  std::vector<std::string> entries() const {
+    std::vector<std::string> v;
+    for (const auto& e : std::filesystem::directory_iterator(path)) v.push_back(e.path().filename().string());
+    return v;
+  }
+};
 
 /// The message of the prefixtune::Error thrown by f, or "" if it throws none.
 template <class F>
@@ -21,6 +50,33 @@ std::string error_of(F&& f) {
     return e.what();
   }
   return "";
+}
+
+/// Forward-pass tolerance against a double reference: float 1e-5, double 1e-10 (relative).
+template <class T>
+double tolerance() {
+  return std::is_same_v<T, float> ? 1e-5 : 1e-10;
+}
+
+/// A host tensor of U[lo, hi) values.
+template <class T>
+Tensor<T> random_tensor(const Shape& s, Rng& rng, double lo = -1.0, double hi = 1.0) {
+  auto t = Tensor<T>::empty(s);
+  fill_uniform(t, rng, lo, hi);
+  return t;
+}
+
+/// The values of t widened to double (a reference then sees exactly the rounded inputs the op sees).
+template <class T>
+std::vector<double> as_double(const Tensor<T>& t) {
+  auto v = t.to_vector();
+  return std::vector<double>(v.begin(), v.end());
+}
+
+/// A double copy of t.
+template <class T>
+Tensor<double> to_double(const Tensor<T>& t) {
+  return Tensor<double>::from_vector(t.shape(), as_double(t));
 }
 
 /// n uniform values in [-1, 1).

@@ -15,8 +15,15 @@
 
 namespace prefixtune {
 
+namespace detail {
+/// Base of every device tag. Ops call their kernels unqualified, `kernel(Device{}, ...)`; because the tag derives
+/// from this type, argument-dependent lookup searches prefixtune::detail at instantiation, so a backend's
+/// overloads (e.g. the CUDA kernels) are found whatever the order in which headers were included.
+struct DeviceTag {};
+}  // namespace detail
+
 /// Host memory. Buffers are 64-byte aligned so that SIMD kernels and BLAS see aligned rows.
-struct Cpu {
+struct Cpu : detail::DeviceTag {
   static constexpr const char* name() { return "cpu"; }
   static constexpr std::size_t kAlignment = 64;
 

@@ -29,6 +29,23 @@ class Shape {
     numel();  // validates that the element count fits in int64
   }
 
+  /// The shape with dims[0..n); throws unless 0 <= n <= kMaxRank.
+  static Shape from_dims(const std::int64_t* dims, std::size_t n) {
+    PREFIXTUNE_CHECK(n <= static_cast<std::size_t>(kMaxRank), "a shape has at most ", kMaxRank, " dimensions, got ", n);
+    switch (n) {
+      case 0:
+        return Shape{};
+      case 1:
+        return Shape{dims[0]};
+      case 2:
+        return Shape{dims[0], dims[1]};
+      case 3:
+        return Shape{dims[0], dims[1], dims[2]};
+      default:
+        return Shape{dims[0], dims[1], dims[2], dims[3]};
+    }
+  }
+
   int rank() const { return rank_; }
 
   /// Dimension i; negative i counts from the end (-1 is the last).

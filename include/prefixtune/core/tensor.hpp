@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -107,22 +108,7 @@ class Tensor {
   Tensor select(std::int64_t i) const {
     Tensor r = rows(i, i + 1);
     PREFIXTUNE_CHECK(i >= 0 && i < shape_[0], "index ", i, " out of bounds for shape ", shape_);
-    Shape s;
-    switch (rank()) {
-      case 1:
-        s = Shape{};
-        break;
-      case 2:
-        s = Shape{shape_[1]};
-        break;
-      case 3:
-        s = Shape{shape_[1], shape_[2]};
-        break;
-      default:
-        s = Shape{shape_[1], shape_[2], shape_[3]};
-        break;
-    }
-    return r.reshape(s);
+    return r.reshape(Shape::from_dims(shape_.begin() + 1, static_cast<std::size_t>(rank() - 1)));
   }
 
   /// Sets every element to value.
@@ -207,6 +193,8 @@ class Tensor {
         infer = n;
       } else {
         PREFIXTUNE_CHECK(x >= 0, "reshape: invalid dimension ", x);
+        PREFIXTUNE_CHECK(x == 0 || known <= std::numeric_limits<std::int64_t>::max() / x,
+                         "reshape: element count overflows int64");
         known *= x;
       }
       d[n++] = x;
@@ -216,18 +204,7 @@ class Tensor {
                        " elements of shape ", shape_);
       d[infer] = numel() / known;
     }
-    switch (n) {
-      case 0:
-        return Shape{};
-      case 1:
-        return Shape{d[0]};
-      case 2:
-        return Shape{d[0], d[1]};
-      case 3:
-        return Shape{d[0], d[1], d[2]};
-      default:
-        return Shape{d[0], d[1], d[2], d[3]};
-    }
+    return Shape::from_dims(d, static_cast<std::size_t>(n));
   }
 
   Storage<Device> storage_;

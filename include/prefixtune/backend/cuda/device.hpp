@@ -11,7 +11,7 @@
 
 namespace prefixtune {
 
-struct Cuda {
+struct Cuda : detail::DeviceTag {
   static constexpr const char* name() { return "cuda"; }
 
   static void* allocate(std::size_t bytes) {

@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: MIT
+// Gpt2: the weights of a GPT-2-family decoder and its forward pass (learned positions, pre-LN blocks, gelu_new,
+// tied LM head), with optional per-layer prefix K/V. Weights are frozen Tensors by default; Param = Var makes
+// them trainable (full fine-tuning baseline, pretraining).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "prefixtune/autograd/functions.hpp"
+#include "prefixtune/backend/gemm.hpp"
+#include "prefixtune/models/gpt2_config.hpp"
+
+namespace prefixtune {
+
+/// The weights of one transformer block, HuggingFace names in comments; linear weights are Conv1D [in, out].
+template <class Param>
+struct Gpt2Block {
+  Param ln_1_w, ln_1_b;            // h.{i}.ln_1.weight/bias          (C)
+  Param attn_w, attn_b;            // h.{i}.attn.c_attn.weight/bias   (C, 3C), (3C)
+  Param attn_proj_w, attn_proj_b;  // h.{i}.attn.c_proj.weight/bias (C, C), (C)
+  Param ln_2_w, ln_2_b;            // h.{i}.ln_2.weight/bias          (C)
+  Param fc_w, fc_b;                // h.{i}.mlp.c_fc.weight/bias      (C, 4C), (4C)
+  Param mlp_proj_w, mlp_proj_b;    // h.{i}.mlp.c_proj.weight/bias    (4C, C), (C)
+};
+
+/// Per-layer prefix keys and values, each (1 or B, NH, P, HS); empty vectors mean no prefix.
+template <class T, class Device = Cpu>
+struct PrefixKv {
+  std::vector<Var<T, Device>> k, v;
+  bool empty() const { return k.empty(); }
+  std::int64_t length() const { return k.empty() ? 0 : k[0].value().size(2); }
+};
+
+/// A GPT-2 model: config plus weights. Param is Tensor<T, Device> (frozen) or Var<T, Device> (trainable).
+template <class T, class Device = Cpu, class Param = Tensor<T, Device>>
+struct Gpt2 {
+  Gpt2Config config;
+  Param wte;  // (V, C) token embedding, also the LM head when lm_head is undefined (tied)
+  Param wpe;  // (n_positions, C)
+  std::vector<Gpt2Block<Param>> h;
+  Param ln_f_w, ln_f_b;  // (C)
+  Param lm_head;         // (V, C) only for untied checkpoints
+
+  /// The matrix the LM head multiplies by: lm_head when present, else the tied wte.
+  const Param& head() const { return detail::value_of(lm_head).defined() ? lm_head : wte; }
+};
+
+namespace detail {
+
+/// Position ids offset..offset+T-1 for every row, after checking they fit the model's context.
+inline Tensor<std::int32_t, Cpu> gpt2_positions(std::int64_t B, std::int64_t T, std::int64_t offset,
+                                                std::int64_t n_positions) {
+  PREFIXTUNE_CHECK(offset >= 0 && T >= 1 && offset + T <= n_positions, "a sequence of ", T,
+                   " tokens starting at position ", offset, " (the prefix offset) needs positions up to ",
+                   offset + T - 1, " but the model has n_positions=", n_positions);
+  auto pos = Tensor<std::int32_t, Cpu>::empty({B, T});
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t t = 0; t < T; ++t) pos(b, t) = static_cast<std::int32_t>(offset + t);
+  return pos;
+}
+
+}  // namespace detail
+
+/// Final hidden states (B, T, C) after ln_f for token ids (B, T) (right-padded rows flagged 0 in mask (B, T),
+/// which may be undefined for "no padding"). Real tokens take positions position_offset..position_offset+T-1
+/// (the paper and PEFT use P). The prefix, when given, is seen by every token in every layer.
+template <class T, class Device, class Param>
+Var<T, Device> gpt2_hidden(Tape<T, Device>& tape, const Gpt2<T, Device, Param>& m,
+                           const Tensor<std::int32_t, Device>& ids, const Tensor<std::uint8_t, Device>& mask,
+                           const PrefixKv<T, Device>& prefix, std::int64_t position_offset) {
+  const Gpt2Config& c = m.config;
+  PREFIXTUNE_CHECK(ids.defined() && ids.rank() == 2, "gpt2: token ids must be (B, T), got ", ids.shape());
+  PREFIXTUNE_CHECK(!mask.defined() || mask.shape() == ids.shape(), "gpt2: mask shape ", mask.shape(),
+                   " differs from ids ", ids.shape());
+  PREFIXTUNE_CHECK(
+      prefix.empty() || (static_cast<std::int64_t>(prefix.k.size()) == c.n_layer && prefix.v.size() == prefix.k.size()),
+      "gpt2: the prefix has ", prefix.k.size(), " key and ", prefix.v.size(),
+      " value layers but the model has n_layer=", c.n_layer);
+  const std::int64_t B = ids.size(0), TT = ids.size(1);
+  const auto pos = detail::gpt2_positions(B, TT, position_offset, c.n_positions).template to<Device>();
+  Var<T, Device> x = add(tape, embedding(tape, ids, m.wte), embedding(tape, pos, m.wpe));
+  const T eps = static_cast<T>(c.layer_norm_epsilon);
+  for (std::int64_t l = 0; l < c.n_layer; ++l) {
+    const Gpt2Block<Param>& b = m.h[static_cast<std::size_t>(l)];
+    const Var<T, Device> pk = prefix.empty() ? Var<T, Device>() : prefix.k[l];
+    const Var<T, Device> pv = prefix.empty() ? Var<T, Device>() : prefix.v[l];
+    auto qkv = linear(tape, layer_norm(tape, x, b.ln_1_w, b.ln_1_b, eps), b.attn_w, b.attn_b);
+    auto a = attention(tape, qkv, c.n_head, pk, pv, mask);
+    x = add(tape, x, linear(tape, a, b.attn_proj_w, b.attn_proj_b));
+    auto f = gelu(tape, linear(tape, layer_norm(tape, x, b.ln_2_w, b.ln_2_b, eps), b.fc_w, b.fc_b));
+    x = add(tape, x, linear(tape, f, b.mlp_proj_w, b.mlp_proj_b));
+  }
+  return layer_norm(tape, x, m.ln_f_w, m.ln_f_b, eps);
+}
+
+/// The language-model loss over aligned targets (B, T) (-100 = no label), computed by the fused, chunked head.
+template <class T, class Device, class Param>
+Var<T, Device> gpt2_loss(Tape<T, Device>& tape, const Gpt2<T, Device, Param>& m, const Var<T, Device>& hidden,
+                         const Tensor<std::int32_t, Device>& targets, Reduction reduction) {
+  return cross_entropy(tape, hidden, m.head(), targets, reduction);
+}
+
+/// Logits (B, T, V) = hidden (B, T, C) x head^T, for evaluation and generation (no gradient).
+template <class T, class Device, class Param>
+Tensor<T, Device> gpt2_logits(const Gpt2<T, Device, Param>& m, const Tensor<T, Device>& hidden) {
+  const Tensor<T, Device> e = detail::value_of(m.head());
+  PREFIXTUNE_CHECK(hidden.defined() && hidden.rank() == 3 && hidden.size(2) == e.size(1), "gpt2_logits: hidden ",
+                   hidden.shape(), " does not match the head ", e.shape());
+  Tensor<T, Device> logits(Shape{hidden.size(0), hidden.size(1), e.size(0)});
+  Tensor<T, Device> rows = logits.reshape({-1, e.size(0)});
+  gemm(hidden.reshape({-1, e.size(1)}), Trans::N, e, Trans::T, rows);
+  return logits;
+}
+
+}  // namespace prefixtune

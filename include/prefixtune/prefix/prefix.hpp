@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: MIT
+// Prefix parameters: PrefixConfig, the MLP reparameterizer PrefixEncoder (Embedding(P, C) -> Linear(C, mid) ->
+// tanh -> Linear(mid, 2*L*C)), the DirectPrefix table, merge(), and the split of a (P, 2*L*C) table into the
+// per-layer K/V blocks attention reads.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "prefixtune/autograd/functions.hpp"
+#include "prefixtune/models/gpt2.hpp"
+
+namespace prefixtune {
+
+/// Prefix hyper-parameters (defaults: the paper's table-to-text settings and PEFT's).
+struct PrefixConfig {
+  std::int64_t length = 10;           // P, prefix slots per layer
+  std::int64_t mid = 512;             // hidden width of the reparameterization MLP
+  double dropout = 0.0;               // dropout on the MLP output (training only)
+  std::int64_t position_offset = -1;  // position of the first real token: -1 = P (paper, PEFT), or 0
+
+  std::int64_t offset() const { return position_offset < 0 ? length : position_offset; }
+  void validate() const {
+    PREFIXTUNE_CHECK(length >= 1, "prefix length P must be >= 1, got ", length);
+    PREFIXTUNE_CHECK(mid >= 1, "prefix MLP width mid must be >= 1, got ", mid);
+    PREFIXTUNE_CHECK(dropout >= 0 && dropout < 1, "prefix dropout ", dropout, " is outside [0, 1)");
+  }
+};
+
+namespace detail {
+
+/// U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default for nn.Linear weights and biases.
+template <class T, class Device>
+Tensor<T, Device> linear_default_init(const Shape& shape, std::int64_t fan_in, Rng& rng) {
+  auto t = Tensor<T, Device>::empty(shape);
+  const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
+  fill_uniform(t, rng, -bound, bound);
+  return t;
+}
+
+}  // namespace detail
+
+/// Splits a prefix table (P, 2*L*C) into per-layer keys and values (1, NH, P, HS), differentiably. Row p holds
+/// layer i's key (kv = 0) and value (kv = 1) at flat index ((2i + kv) * NH + h) * HS + e, PEFT's layout: viewed
+/// as (P, 2L*NH, HS) and swapped to (2L*NH, P, HS), block 2i*NH.. is layer i's key, (2i+1)*NH.. its value.
+template <class X>
+PrefixKv<detail::value_t<X>, detail::device_t<X>> prefix_kv_from_table(detail::tape_t<X>& tape, const X& table,
+                                                                       std::int64_t n_layer, std::int64_t n_head) {
+  const auto tv = detail::value_of(table);
+  PREFIXTUNE_CHECK(
+      tv.defined() && tv.rank() == 2 && n_layer >= 1 && n_head >= 1 && tv.size(1) % (2 * n_layer * n_head) == 0,
+      "prefix table ", tv.shape(), " is not (P, 2*L*C) for L=", n_layer, " NH=", n_head);
+  const std::int64_t P = tv.size(0), HS = tv.size(1) / (2 * n_layer * n_head);
+  auto kv = transpose01(tape, reshape(tape, table, Shape{P, 2 * n_layer * n_head, HS}));
+  PrefixKv<detail::value_t<X>, detail::device_t<X>> out;
+  for (std::int64_t i = 0; i < n_layer; ++i) {
+    out.k.push_back(reshape(tape, rows(tape, kv, 2 * i * n_head, (2 * i + 1) * n_head), Shape{1, n_head, P, HS}));
+    out.v.push_back(reshape(tape, rows(tape, kv, (2 * i + 1) * n_head, (2 * i + 2) * n_head), Shape{1, n_head, P, HS}));
+  }
+  return out;
+}
+
+/// A trainable (P, 2*L*C) table used directly as the prefix (no reparameterization), or the result of merge().
+template <class T, class Device = Cpu>
+struct DirectPrefix {
+  Var<T, Device> table;  // (P, 2*L*C)
+
+  /// N(0, 1) initialization, as the paper's code does for a direct table.
+  static DirectPrefix random_normal(std::int64_t P, const Gpt2Config& c, Rng& rng) {
+    PREFIXTUNE_CHECK(P >= 1, "prefix length P must be >= 1, got ", P);
+    auto t = Tensor<T, Device>::empty({P, 2 * c.n_layer * c.n_embd});
+    fill_normal(t, rng);
+    return DirectPrefix{Var<T, Device>(t, true, "prefix.table")};
+  }
+  std::int64_t length() const { return table.value().size(0); }
+  std::vector<Var<T, Device>> parameters() const { return {table}; }
+  Var<T, Device> forward(Tape<T, Device>&) const { return table; }
+};
+
+/// The MLP reparameterizer P = MLP(P'): Embedding(P, C) -> Linear(C, mid) -> tanh -> Linear(mid, 2*L*C), with
+/// PyTorch's default initialization; weights are stored [in, out] (x W + b).
+template <class T, class Device = Cpu>
+struct PrefixEncoder {
+  PrefixConfig config;
+  std::int64_t n_layer = 0, n_embd = 0;
+  Var<T, Device> embedding;  // (P, C), N(0, 1)
+  Var<T, Device> w1, b1;     // (C, mid), (mid)
+  Var<T, Device> w2, b2;     // (mid, 2*L*C), (2*L*C)
+
+  static PrefixEncoder create(const PrefixConfig& pc, const Gpt2Config& c, Rng& rng) {
+    pc.validate();
+    PrefixEncoder e;
+    e.config = pc;
+    e.n_layer = c.n_layer;
+    e.n_embd = c.n_embd;
+    const std::int64_t C = c.n_embd, out = 2 * c.n_layer * c.n_embd;
+    auto emb = Tensor<T, Device>::empty({pc.length, C});
+    fill_normal(emb, rng);
+    e.embedding = Var<T, Device>(emb, true, "prefix.embedding");
+    e.w1 = Var<T, Device>(detail::linear_default_init<T, Device>({C, pc.mid}, C, rng), true, "prefix.w1");
+    e.b1 = Var<T, Device>(detail::linear_default_init<T, Device>({pc.mid}, C, rng), true, "prefix.b1");
+    e.w2 = Var<T, Device>(detail::linear_default_init<T, Device>({pc.mid, out}, pc.mid, rng), true, "prefix.w2");
+    e.b2 = Var<T, Device>(detail::linear_default_init<T, Device>({out}, pc.mid, rng), true, "prefix.b2");
+    return e;
+  }
+
+  std::int64_t length() const { return config.length; }
+  std::vector<Var<T, Device>> parameters() const { return {embedding, w1, b1, w2, b2}; }
+
+  /// The prefix table (P, 2*L*C); dropout (config.dropout) applies when grad mode is on and rng is given.
+  Var<T, Device> forward(Tape<T, Device>& tape, Rng* dropout_rng = nullptr) const {
+    auto hidden = tanh(tape, linear(tape, embedding, w1, b1));
+    auto table = linear(tape, hidden, w2, b2);
+    if (config.dropout > 0 && dropout_rng) table = dropout(tape, table, static_cast<T>(config.dropout), *dropout_rng);
+    return table;
+  }
+};
+
+/// Evaluates the MLP once and keeps only its output: the (P, 2*L*C) table a trained prefix is served from.
+template <class T, class Device>
+DirectPrefix<T, Device> merge(const PrefixEncoder<T, Device>& encoder) {
+  NoGradGuard no_grad;
+  Tape<T, Device> tape;
+  const Var<T, Device> table = encoder.forward(tape);
+  return DirectPrefix<T, Device>{Var<T, Device>(table.value().clone(), true, "prefix.table")};
+}
+
+}  // namespace prefixtune
