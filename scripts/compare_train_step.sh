@@ -6,8 +6,11 @@ cd "$(dirname "$0")/.."
 build=${1:-build}
 threads=${2:-2}
 cmake --build "$build" --target bench_train_step >/dev/null
-ours=$(OMP_NUM_THREADS=$threads "$build"/benchmarks/bench_train_step --benchmark_min_time=1 \
-  --benchmark_format=json | /usr/bin/python3 -c 'import json,sys; b=json.load(sys.stdin)["benchmarks"][0]; print(b["tokens/s"], b["peak_rss_MB"])')
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+OMP_NUM_THREADS=$threads "$build"/benchmarks/bench_train_step --benchmark_min_time=3 --benchmark_out="$out" \
+  --benchmark_out_format=json >/dev/null
+ours=$(/usr/bin/python3 -c 'import json,sys; b=json.load(open(sys.argv[1]))["benchmarks"][0]; print(b["tokens/s"], b["peak_rss_MB"])' "$out")
 theirs=$(/usr/bin/python3 benchmarks/torch_train_step.py --threads "$threads" --steps 5 | tail -n 1)
 /usr/bin/python3 - "$ours" "$theirs" <<'PY'
 import json, sys

@@ -2,6 +2,7 @@
 // Umbrella header for everything CPU-side. Never pulls in CUDA (see prefixtune/cuda.hpp for that).
 #pragma once
 
+#include "prefixtune/autograd/autograd.hpp"
 #include "prefixtune/backend/cpu/gemm.hpp"
 #include "prefixtune/backend/cpu/threads.hpp"
 #include "prefixtune/backend/gemm.hpp"
@@ -12,3 +13,17 @@
 #include "prefixtune/core/shape.hpp"
 #include "prefixtune/core/storage.hpp"
 #include "prefixtune/core/tensor.hpp"
+#include "prefixtune/io/file.hpp"
+#include "prefixtune/io/safetensors.hpp"
+#include "prefixtune/models/gpt2.hpp"
+#include "prefixtune/models/gpt2_config.hpp"
+#include "prefixtune/models/gpt2_io.hpp"
+#include "prefixtune/ops/attention.hpp"
+#include "prefixtune/ops/cross_entropy.hpp"
+#include "prefixtune/ops/elementwise.hpp"
+#include "prefixtune/ops/embedding.hpp"
+#include "prefixtune/ops/layer_norm.hpp"
+#include "prefixtune/ops/layout.hpp"
+#include "prefixtune/ops/linear.hpp"
+#include "prefixtune/ops/softmax.hpp"
+#include "prefixtune/prefix/prefix.hpp"
