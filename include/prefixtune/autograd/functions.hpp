@@ -44,6 +44,27 @@ bool should_record(const A&... args) {
   return grad_enabled() && (needs_grad(args) || ...);
 }
 
+/// The shape of every one-input op: y = forward(x) into a fresh tensor; on backward dx += backward(dy, x, y).
+template <class X, class Forward, class Backward>
+var_t<X> unary_op(tape_t<X>& tape, const X& x, const char* name, Forward forward, Backward backward) {
+  using T = value_t<X>;
+  using D = device_t<X>;
+  const Tensor<T, D> xv = value_of(x);
+  PREFIXTUNE_CHECK(xv.defined(), name, ": undefined argument");
+  Tensor<T, D> out(xv.shape());
+  forward(xv, out);
+  const bool rec = should_record(x);
+  Var<T, D> y(out, rec, name);
+  if (rec) {
+    tape.record([y, x, backward] {
+      if (!y.grad().defined()) return;
+      Tensor<T, D> dx = grad_of(x);
+      backward(y.grad(), value_of(x), y.value(), dx);
+    });
+  }
+  return y;
+}
+
 }  // namespace detail
 
 /// y = x W + b with W (Cin, Cout) in the GPT-2 Conv1D layout. x (..., Cin) -> (..., Cout). b may be undefined.
@@ -117,22 +138,9 @@ detail::var_t<A> add(detail::tape_t<A>& tape, const A& a, const B& b) {
 /// s * x.
 template <class X>
 detail::var_t<X> scale(detail::tape_t<X>& tape, const X& x, detail::value_t<X> s) {
-  using T = detail::value_t<X>;
-  using D = detail::device_t<X>;
-  const Tensor<T, D> xv = detail::value_of(x);
-  PREFIXTUNE_CHECK(xv.defined(), "scale: undefined argument");
-  Tensor<T, D> out(xv.shape());
-  scale_forward(xv, s, out);
-  const bool rec = detail::should_record(x);
-  Var<T, D> y(out, rec, "scale");
-  if (rec) {
-    tape.record([y, x, s] {
-      if (!y.grad().defined()) return;
-      Tensor<T, D> dx = detail::grad_of(x);
-      scale_backward(y.grad(), s, dx);
-    });
-  }
-  return y;
+  return detail::unary_op(
+      tape, x, "scale", [s](const auto& in, auto& out) { scale_forward(in, s, out); },
+      [s](const auto& dy, const auto&, const auto&, auto& dx) { scale_backward(dy, s, dx); });
 }
 
 /// The same values seen with another shape (a view, no copy); the gradient is reshaped back.
@@ -176,22 +184,15 @@ detail::var_t<X> rows(detail::tape_t<X>& tape, const X& x, std::int64_t begin, s
 /// x (A, B, X) -> (B, A, X): swaps the two outer axes (a copy).
 template <class X>
 detail::var_t<X> transpose01(detail::tape_t<X>& tape, const X& x) {
-  using T = detail::value_t<X>;
-  using D = detail::device_t<X>;
-  const Tensor<T, D> xv = detail::value_of(x);
+  const auto xv = detail::value_of(x);
   PREFIXTUNE_CHECK(xv.defined() && xv.rank() == 3, "transpose01: x must be 3-D");
-  Tensor<T, D> out(Shape{xv.size(1), xv.size(0), xv.size(2)});
-  transpose01_forward(xv, out);
-  const bool rec = detail::should_record(x);
-  Var<T, D> y(out, rec, "transpose01");
-  if (rec) {
-    tape.record([y, x] {
-      if (!y.grad().defined()) return;
-      Tensor<T, D> dx = detail::grad_of(x);
-      transpose01_backward(y.grad(), dx);
-    });
-  }
-  return y;
+  return detail::unary_op(
+      tape, x, "transpose01",
+      [](const auto& in, auto& out) {
+        out = out.reshape(Shape{in.size(1), in.size(0), in.size(2)});
+        transpose01_forward(in, out);
+      },
+      [](const auto& dy, const auto&, const auto&, auto& dx) { transpose01_backward(dy, dx); });
 }
 
 /// Layer normalization over the last axis: x (..., C), gamma and beta (C).
@@ -226,64 +227,25 @@ detail::var_t<X> layer_norm(detail::tape_t<X>& tape, const X& x, const G& gamma,
 /// GPT-2's gelu_new (tanh approximation).
 template <class X>
 detail::var_t<X> gelu(detail::tape_t<X>& tape, const X& x) {
-  using T = detail::value_t<X>;
-  using D = detail::device_t<X>;
-  const Tensor<T, D> xv = detail::value_of(x);
-  PREFIXTUNE_CHECK(xv.defined(), "gelu: undefined argument");
-  Tensor<T, D> out(xv.shape());
-  gelu_forward(xv, out);
-  const bool rec = detail::should_record(x);
-  Var<T, D> y(out, rec, "gelu");
-  if (rec) {
-    tape.record([y, x, xv] {
-      if (!y.grad().defined()) return;
-      Tensor<T, D> dx = detail::grad_of(x);
-      gelu_backward(y.grad(), xv, dx);
-    });
-  }
-  return y;
+  return detail::unary_op(
+      tape, x, "gelu", [](const auto& in, auto& out) { gelu_forward(in, out); },
+      [](const auto& dy, const auto& in, const auto&, auto& dx) { gelu_backward(dy, in, dx); });
 }
 
 /// Element-wise tanh.
 template <class X>
 detail::var_t<X> tanh(detail::tape_t<X>& tape, const X& x) {
-  using T = detail::value_t<X>;
-  using D = detail::device_t<X>;
-  const Tensor<T, D> xv = detail::value_of(x);
-  PREFIXTUNE_CHECK(xv.defined(), "tanh: undefined argument");
-  Tensor<T, D> out(xv.shape());
-  tanh_forward(xv, out);
-  const bool rec = detail::should_record(x);
-  Var<T, D> y(out, rec, "tanh");
-  if (rec) {
-    tape.record([y, x] {
-      if (!y.grad().defined()) return;
-      Tensor<T, D> dx = detail::grad_of(x);
-      tanh_backward(y.grad(), y.value(), dx);
-    });
-  }
-  return y;
+  return detail::unary_op(
+      tape, x, "tanh", [](const auto& in, auto& out) { tanh_forward(in, out); },
+      [](const auto& dy, const auto&, const auto& y, auto& dx) { tanh_backward(dy, y, dx); });
 }
 
 /// Softmax over the last axis.
 template <class X>
 detail::var_t<X> softmax(detail::tape_t<X>& tape, const X& x) {
-  using T = detail::value_t<X>;
-  using D = detail::device_t<X>;
-  const Tensor<T, D> xv = detail::value_of(x);
-  PREFIXTUNE_CHECK(xv.defined(), "softmax: undefined argument");
-  Tensor<T, D> out(xv.shape());
-  softmax_forward(xv, out);
-  const bool rec = detail::should_record(x);
-  Var<T, D> y(out, rec, "softmax");
-  if (rec) {
-    tape.record([y, x] {
-      if (!y.grad().defined()) return;
-      Tensor<T, D> dx = detail::grad_of(x);
-      softmax_backward(y.grad(), y.value(), dx);
-    });
-  }
-  return y;
+  return detail::unary_op(
+      tape, x, "softmax", [](const auto& in, auto& out) { softmax_forward(in, out); },
+      [](const auto& dy, const auto&, const auto& y, auto& dx) { softmax_backward(dy, y, dx); });
 }
 
 /// Inverted dropout with probability p, its mask drawn from rng (one seed per call, recomputed in backward).
