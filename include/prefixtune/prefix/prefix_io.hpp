@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: MIT
+// Prefix files: a merged prefix as safetensors (our format), and PEFT adapter folders (adapter_config.json with
+// peft_type PREFIX_TUNING + adapter_model.safetensors holding prompt_embeddings [P, 2*L*C]), both directions.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "prefixtune/io/file.hpp"
+#include "prefixtune/io/safetensors.hpp"
+#include "prefixtune/prefix/prefix.hpp"
+
+namespace prefixtune {
+
+namespace detail {
+
+/// Throws unless table (P, 2*L*C) fits the model `c`; `where` names the file.
+template <class T>
+void check_prefix_table(const Tensor<T, Cpu>& table, const Gpt2Config& c, const std::string& where) {
+  PREFIXTUNE_CHECK(table.rank() == 2 && table.size(0) >= 1 && table.size(1) == 2 * c.n_layer * c.n_embd, where,
+                   ": prefix table of shape ", table.shape(), " does not fit the model (expected (P, ",
+                   2 * c.n_layer * c.n_embd, ") = (P, 2 * n_layer ", c.n_layer, " * n_embd ", c.n_embd, "))");
+}
+
+inline std::int64_t json_int(const nlohmann::json& j, const char* key, const std::string& where) {
+  PREFIXTUNE_CHECK(j.contains(key) && j[key].is_number_integer(), where, ": '", key, "' missing or not an integer");
+  return j[key].get<std::int64_t>();
+}
+
+}  // namespace detail
+
+/// Writes a merged prefix to `path` (safetensors, tensor "prefix.table", the model's shape in the metadata).
+template <class T, class Device>
+void save_prefix(const std::string& path, const DirectPrefix<T, Device>& prefix, const Gpt2Config& c) {
+  const auto table = prefix.table.value().template to<Cpu>();
+  detail::check_prefix_table(table, c, path);
+  SafeTensorsWriter w;
+  w.add("prefix.table", table, DType::F32);
+  w.add_metadata("format", "prefixtune.prefix");
+  w.add_metadata("num_virtual_tokens", std::to_string(table.size(0)));
+  w.add_metadata("num_layers", std::to_string(c.n_layer));
+  w.add_metadata("num_attention_heads", std::to_string(c.n_head));
+  w.add_metadata("token_dim", std::to_string(c.n_embd));
+  w.write(path);
+}
+
+/// Exports a merged prefix as a PEFT PREFIX_TUNING adapter folder that PEFT's PeftModel.from_pretrained loads.
+template <class T, class Device>
+void export_peft(const std::string& dir, const DirectPrefix<T, Device>& prefix, const Gpt2Config& c,
+                 const std::string& base_model = "") {
+  const auto table = prefix.table.value().template to<Cpu>();
+  detail::check_prefix_table(table, c, dir);
+  std::filesystem::create_directories(dir);
+  const nlohmann::json config = {{"peft_type", "PREFIX_TUNING"},
+                                 {"task_type", "CAUSAL_LM"},
+                                 {"num_virtual_tokens", table.size(0)},
+                                 {"token_dim", c.n_embd},
+                                 {"num_layers", c.n_layer},
+                                 {"num_attention_heads", c.n_head},
+                                 {"num_transformer_submodules", 1},
+                                 {"prefix_projection", false},
+                                 {"encoder_hidden_size", c.n_embd},
+                                 {"inference_mode", true},
+                                 {"base_model_name_or_path", base_model.empty() ? nullptr : nlohmann::json(base_model)},
+                                 {"revision", nullptr}};
+  SafeTensorsWriter w;
+  w.add("prompt_embeddings", table, DType::F32);
+  w.add_metadata("format", "pt");
+  w.write((std::filesystem::path(dir) / "adapter_model.safetensors").string());
+  write_text_file_atomic((std::filesystem::path(dir) / "adapter_config.json").string(), config.dump(2) + "\n");
+}
+
+/// Reads a PEFT PREFIX_TUNING adapter folder saved without projection (or merged), checked against the model.
+template <class T, class Device = Cpu>
+DirectPrefix<T, Device> import_peft(const std::string& dir, const Gpt2Config& c) {
+  const std::string cfg_path = (std::filesystem::path(dir) / "adapter_config.json").string();
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_text_file(cfg_path));
+  } catch (const nlohmann::json::exception& e) {
+    PREFIXTUNE_FAIL(cfg_path, ": invalid JSON: ", e.what());
+  }
+  PREFIXTUNE_CHECK(j.is_object() && j.value("peft_type", "") == "PREFIX_TUNING", cfg_path,
+                   ": not a PEFT prefix-tuning adapter (peft_type must be \"PREFIX_TUNING\")");
+  PREFIXTUNE_CHECK(!j.value("prefix_projection", false), cfg_path,
+                   ": prefix_projection=true adapters store the MLP, not the prefix; merge them in PEFT first");
+  const std::int64_t P = detail::json_int(j, "num_virtual_tokens", cfg_path);
+  const std::int64_t layers = detail::json_int(j, "num_layers", cfg_path);
+  const std::int64_t dim = detail::json_int(j, "token_dim", cfg_path);
+  const std::int64_t heads = detail::json_int(j, "num_attention_heads", cfg_path);
+  PREFIXTUNE_CHECK(layers == c.n_layer && dim == c.n_embd && heads == c.n_head, cfg_path,
+                   ": adapter for num_layers=", layers, " token_dim=", dim, " num_attention_heads=", heads,
+                   " does not fit the model (n_layer=", c.n_layer, " n_embd=", c.n_embd, " n_head=", c.n_head, ")");
+  std::string st = (std::filesystem::path(dir) / "adapter_model.safetensors").string();
+  const SafeTensorsFile file = SafeTensorsFile::open(st);
+  const std::string key = file.has("prompt_embeddings") ? "prompt_embeddings" : "base_model.prompt_embeddings";
+  PREFIXTUNE_CHECK(file.has(key), st, ": no 'prompt_embeddings' tensor");
+  auto table = file.load<T>(key, Shape{P, 2 * layers * dim}, true);
+  return DirectPrefix<T, Device>{Var<T, Device>(table.template to<Device>(), true, "prefix.table")};
+}
+
+/// Loads a merged prefix from our safetensors file or from a PEFT adapter folder, checked against the model.
+template <class T, class Device = Cpu>
+DirectPrefix<T, Device> load_prefix(const std::string& path, const Gpt2Config& c) {
+  if (std::filesystem::is_directory(path)) return import_peft<T, Device>(path, c);
+  const SafeTensorsFile file = SafeTensorsFile::open(path);
+  PREFIXTUNE_CHECK(file.has("prefix.table"), path, ": no 'prefix.table' tensor (not a prefixtune prefix file)");
+  auto table = file.load<T>("prefix.table", true);
+  detail::check_prefix_table(table, c, path);
+  return DirectPrefix<T, Device>{Var<T, Device>(table.template to<Device>(), true, "prefix.table")};
+}
+
+}  // namespace prefixtune
