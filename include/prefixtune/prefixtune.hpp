@@ -27,3 +27,7 @@
 #include "prefixtune/ops/linear.hpp"
 #include "prefixtune/ops/softmax.hpp"
 #include "prefixtune/prefix/prefix.hpp"
+#include "prefixtune/prefix/prefix_io.hpp"
+#include "prefixtune/train/adamw.hpp"
+#include "prefixtune/train/clip.hpp"
+#include "prefixtune/train/schedule.hpp"
