@@ -13,6 +13,7 @@
 #include "prefixtune/core/shape.hpp"
 #include "prefixtune/core/storage.hpp"
 #include "prefixtune/core/tensor.hpp"
+#include "prefixtune/io/bpe.hpp"
 #include "prefixtune/io/file.hpp"
 #include "prefixtune/io/safetensors.hpp"
 #include "prefixtune/models/gpt2.hpp"
