@@ -14,6 +14,7 @@
 #include "prefixtune/core/storage.hpp"
 #include "prefixtune/core/tensor.hpp"
 #include "prefixtune/io/bpe.hpp"
+#include "prefixtune/io/dataset.hpp"
 #include "prefixtune/io/file.hpp"
 #include "prefixtune/io/safetensors.hpp"
 #include "prefixtune/models/gpt2.hpp"
