@@ -33,3 +33,4 @@
 #include "prefixtune/train/adamw.hpp"
 #include "prefixtune/train/clip.hpp"
 #include "prefixtune/train/schedule.hpp"
+#include "prefixtune/train/trainer.hpp"

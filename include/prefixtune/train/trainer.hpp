@@ -1,0 +1,205 @@
+// SPDX-License-Identifier: MIT
+// The prefix-tuning loop: epochs of seeded shuffled batches, AdamW with linear warmup/decay, global-norm clipping,
+// validation every N steps keeping the best (merged) prefix, and training checkpoints that resume bit for bit.
+#pragma once
+
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <limits>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "prefixtune/io/dataset.hpp"
+#include "prefixtune/io/safetensors.hpp"
+#include "prefixtune/models/gpt2.hpp"
+#include "prefixtune/prefix/prefix.hpp"
+#include "prefixtune/train/adamw.hpp"
+#include "prefixtune/train/clip.hpp"
+#include "prefixtune/train/schedule.hpp"
+
+namespace prefixtune {
+
+/// Hyper-parameters of train_prefix (defaults: the paper's table-to-text settings).
+struct TrainConfig {
+  std::int64_t epochs = 10;
+  std::int64_t batch_size = 5;
+  double lr = 5e-5;
+  std::int64_t warmup_steps = 0;
+  std::int64_t max_steps = 0;  // > 0: the schedule's length instead of epochs (the paper's low-data runs: 400)
+  double weight_decay = 0.0;
+  double max_grad_norm = 1.0;         // <= 0: no clipping
+  std::int64_t eval_every = 0;        // validation every N steps; 0: at the end of every epoch
+  std::uint64_t seed = 42;            // batch order and dropout: the same seed gives the same run
+  std::string checkpoint_path;        // where training checkpoints go ("" = none)
+  std::int64_t checkpoint_every = 0;  // steps between checkpoints; 0: at the end of every epoch
+  bool resume = false;                // continue from checkpoint_path when it exists
+  std::int64_t stop_after = 0;        // > 0: return after this step (a time budget; the schedule is unchanged)
+
+  void validate() const {
+    PREFIXTUNE_CHECK(epochs >= 1 && batch_size >= 1, "train: epochs and batch_size must be >= 1");
+    PREFIXTUNE_CHECK(lr >= 0 && std::isfinite(lr), "train: learning rate ", lr, " is invalid");
+    PREFIXTUNE_CHECK(warmup_steps >= 0 && max_steps >= 0 && eval_every >= 0 && checkpoint_every >= 0 && stop_after >= 0,
+                     "train: step counts must be >= 0");
+  }
+};
+
+/// What a progress display needs after each step.
+struct TrainProgress {
+  std::int64_t step = 0, total_steps = 0, epoch = 0;
+  double loss = 0, lr = 0, grad_norm = 0;
+  std::optional<double> valid_loss;  // set on steps that ran validation
+};
+
+/// The outcome of train_prefix.
+template <class T>
+struct TrainResult {
+  std::vector<double> losses;  // training loss of every step run in this call
+  double best_valid_loss = std::numeric_limits<double>::infinity();
+  std::int64_t best_step = -1;
+  DirectPrefix<T> best_prefix;  // merged at the best validation step (or at the end without validation)
+  std::int64_t steps = 0;       // the step count reached
+};
+
+/// Mean over examples of the summed negative log-likelihood of their target tokens (the paper's objective), with
+/// the prefix `table` (P, 2*L*C); no gradient.
+template <class T>
+double evaluate_prefix(const Gpt2<T>& model, const Var<T>& table, const std::vector<Example>& data,
+                       std::int64_t batch_size, std::int64_t position_offset) {
+  PREFIXTUNE_CHECK(!data.empty() && batch_size >= 1, "evaluate_prefix: no examples or batch_size < 1");
+  NoGradGuard no_grad;
+  std::vector<std::size_t> order(data.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  double total = 0;
+  for (std::size_t b = 0; b < data.size(); b += static_cast<std::size_t>(batch_size)) {
+    const std::size_t e = std::min(data.size(), b + static_cast<std::size_t>(batch_size));
+    const TokenBatch batch = make_batch(data, order, b, e, 0);
+    Tape<T> tape;
+    auto kv = prefix_kv_from_table(tape, table, model.config.n_layer, model.config.n_head);
+    auto h = gpt2_hidden(tape, model, batch.ids, batch.mask, kv, position_offset);
+    total += gpt2_loss(tape, model, h, batch.targets, Reduction::SumPerSequenceMeanBatch).value().item() *
+             static_cast<double>(e - b);
+  }
+  return total / static_cast<double>(data.size());
+}
+
+namespace detail {
+
+inline const char* kCheckpointFormat = "prefixtune.checkpoint";
+
+template <class T>
+void save_checkpoint(const std::string& path, const PrefixEncoder<T>& enc, const AdamW<T>& opt, std::int64_t step,
+                     std::uint64_t seed) {
+  SafeTensorsWriter w;
+  const auto params = enc.parameters();
+  constexpr DType dtype = std::is_same_v<T, double> ? DType::F64 : DType::F32;
+  for (const auto& p : params) w.add(p.name(), p.value().clone(), dtype);
+  opt.save_state(w, "optim.");
+  w.add_metadata("format", kCheckpointFormat);
+  w.add_metadata("step", std::to_string(step));
+  w.add_metadata("seed", std::to_string(seed));
+  w.add_metadata("prefix.length", std::to_string(enc.config.length));
+  w.add_metadata("prefix.mid", std::to_string(enc.config.mid));
+  w.add_metadata("prefix.position_offset", std::to_string(enc.config.position_offset));
+  w.write(path);
+}
+
+/// Loads encoder weights and optimizer state into the given (same-shaped) objects; returns the step.
+template <class T>
+std::int64_t load_checkpoint(const std::string& path, const PrefixEncoder<T>& enc, AdamW<T>& opt, std::uint64_t seed) {
+  const SafeTensorsFile f = SafeTensorsFile::open(path);
+  const auto& meta = f.metadata();
+  auto get = [&](const std::string& key) {
+    const auto it = meta.find(key);
+    PREFIXTUNE_CHECK(it != meta.end(), path, ": not a prefixtune training checkpoint (no '", key, "' metadata)");
+    return it->second;
+  };
+  PREFIXTUNE_CHECK(get("format") == kCheckpointFormat, path, ": not a prefixtune training checkpoint");
+  PREFIXTUNE_CHECK(get("seed") == std::to_string(seed), path, ": checkpoint was made with seed ", get("seed"),
+                   ", this run uses ", seed, " (resuming would not reproduce the run)");
+  for (const auto& p : enc.parameters()) {
+    Tensor<T> value = p.value();
+    value.copy_from(f.load<T>(p.name(), p.shape(), true));
+  }
+  opt.load_state(f, "optim.");
+  return std::stoll(get("step"));
+}
+
+}  // namespace detail
+
+/// Trains `encoder` (the only trainable weights) on `train` against the frozen `model`; validates on `valid`
+/// (may be empty). `on_progress` is called after every step.
+template <class T>
+TrainResult<T> train_prefix(const Gpt2<T>& model, PrefixEncoder<T>& encoder, const std::vector<Example>& train,
+                            const std::vector<Example>& valid, const TrainConfig& cfg,
+                            const std::function<void(const TrainProgress&)>& on_progress = {}) {
+  cfg.validate();
+  PREFIXTUNE_CHECK(!train.empty(), "train: the training set is empty");
+  const auto n = static_cast<std::int64_t>(train.size());
+  const std::int64_t per_epoch = (n + cfg.batch_size - 1) / cfg.batch_size;
+  const std::int64_t total = cfg.max_steps > 0 ? cfg.max_steps : cfg.epochs * per_epoch;
+  const std::int64_t offset = encoder.config.offset();
+  AdamWConfig oc;
+  oc.lr = cfg.lr;
+  oc.weight_decay = cfg.weight_decay;
+  AdamW<T> opt(encoder.parameters(), oc);
+  const LinearSchedule schedule{cfg.lr, cfg.warmup_steps, total};
+  TrainResult<T> result;
+  std::int64_t step = 0;
+  if (cfg.resume && !cfg.checkpoint_path.empty() && std::filesystem::exists(cfg.checkpoint_path))
+    step = detail::load_checkpoint(cfg.checkpoint_path, encoder, opt, cfg.seed);
+  const std::int64_t eval_every = cfg.eval_every > 0 ? cfg.eval_every : per_epoch;
+  const std::int64_t ckpt_every = cfg.checkpoint_every > 0 ? cfg.checkpoint_every : per_epoch;
+  std::vector<std::size_t> order;
+  std::int64_t order_epoch = -1;
+  while (step < total && (cfg.stop_after == 0 || step < cfg.stop_after)) {
+    const std::int64_t epoch = step / per_epoch, within = step % per_epoch;
+    if (epoch != order_epoch) {
+      Rng shuffle_rng(cfg.seed, static_cast<std::uint64_t>(epoch));  // the order of epoch e depends on (seed, e) only
+      order = shuffled_order(train.size(), shuffle_rng);
+      order_epoch = epoch;
+    }
+    const auto b = static_cast<std::size_t>(within * cfg.batch_size);
+    const TokenBatch batch = make_batch(train, order, b, std::min(train.size(), b + cfg.batch_size), 0);
+    Rng dropout_rng(cfg.seed, 0x8000000000000000ull + static_cast<std::uint64_t>(step));
+    Tape<T> tape;
+    auto kv =
+        prefix_kv_from_table(tape, encoder.forward(tape, &dropout_rng), model.config.n_layer, model.config.n_head);
+    auto h = gpt2_hidden(tape, model, batch.ids, batch.mask, kv, offset);
+    auto loss = gpt2_loss(tape, model, h, batch.targets, Reduction::SumPerSequenceMeanBatch);
+    const double loss_value = loss.value().item();
+    PREFIXTUNE_CHECK(std::isfinite(loss_value), "train: non-finite loss ", loss_value, " at step ", step, " (epoch ",
+                     epoch, "); the last checkpoint is kept");
+    tape.backward(loss);
+    const double norm = cfg.max_grad_norm > 0 ? clip_grad_norm(opt.parameters(), cfg.max_grad_norm)
+                                              : global_grad_norm(opt.parameters());
+    PREFIXTUNE_CHECK(std::isfinite(norm), "train: non-finite gradient norm at step ", step,
+                     "; the last checkpoint is kept");
+    opt.set_lr(schedule.lr_at(step));
+    opt.step();
+    opt.zero_grad();
+    ++step;
+    result.losses.push_back(loss_value);
+    TrainProgress progress{step, total, epoch, loss_value, schedule.lr_at(step - 1), norm, std::nullopt};
+    if (!valid.empty() && (step % eval_every == 0 || step == total)) {
+      NoGradGuard no_grad;
+      Tape<T> t;
+      const double v = evaluate_prefix(model, encoder.forward(t), valid, cfg.batch_size, offset);
+      progress.valid_loss = v;
+      if (v < result.best_valid_loss) {
+        result.best_valid_loss = v;
+        result.best_step = step;
+        result.best_prefix = merge(encoder);
+      }
+    }
+    if (!cfg.checkpoint_path.empty() && (step % ckpt_every == 0 || step == total))
+      detail::save_checkpoint(cfg.checkpoint_path, encoder, opt, step, cfg.seed);
+    if (on_progress) on_progress(progress);
+  }
+  result.steps = step;
+  if (valid.empty()) result.best_prefix = merge(encoder);
+  return result;
+}
+
+}  // namespace prefixtune
