@@ -22,19 +22,10 @@ constexpr std::int32_t kEot = 49;
 std::vector<Example> copy_task(std::size_t n, Rng& rng) {
   std::vector<Example> out;
   for (std::size_t i = 0; i < n; ++i) {
-    Example ex;
     const std::size_t len = 2 + rng.below(3);
     std::vector<std::int32_t> src;
     for (std::size_t j = 0; j < len; ++j) src.push_back(static_cast<std::int32_t>(rng.below(8)));
-    ex.ids = src;
-    ex.ids.push_back(kEot);
-    const std::size_t sep = ex.ids.size() - 1;
-    ex.ids.insert(ex.ids.end(), src.begin(), src.end());
-    ex.ids.push_back(kEot);
-    ex.targets.assign(ex.ids.size(), kIgnoreLabel);
-    for (std::size_t t = sep; t + 1 < ex.ids.size(); ++t) ex.targets[t] = ex.ids[t + 1];
-    ex.line = i + 1;
-    out.push_back(ex);
+    out.push_back(example_from_ids(src, src, kEot, i + 1));
   }
   return out;
 }

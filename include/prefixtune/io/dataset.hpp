@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -96,6 +97,21 @@ struct Example {
   std::size_t line = 0;
 };
 
+/// source ids, <eot>, target ids, <eot>, with aligned targets on the target part and the final <eot> only.
+inline Example example_from_ids(std::vector<std::int32_t> source, const std::vector<std::int32_t>& target,
+                                std::int32_t eot, std::size_t line = 0) {
+  Example ex;
+  ex.line = line;
+  ex.ids = std::move(source);
+  ex.ids.push_back(eot);
+  const std::size_t sep = ex.ids.size() - 1;
+  ex.ids.insert(ex.ids.end(), target.begin(), target.end());
+  ex.ids.push_back(eot);
+  ex.targets.assign(ex.ids.size(), kIgnoreLabel);
+  for (std::size_t t = sep; t + 1 < ex.ids.size(); ++t) ex.targets[t] = ex.ids[t + 1];
+  return ex;
+}
+
 /// ' ' + source + ' <|endoftext|> ' + target + ' <|endoftext|>' with <|endoftext|> as the special token. Source and
 /// target are encoded as text (an "<|endoftext|>" typed inside them stays text), so the label boundary is always
 /// the separator. max_length counts every token (0 = no limit).
@@ -113,16 +129,7 @@ inline Example encode_example(const Gpt2Tokenizer& tok, const TextPair& pair, st
                      target.size() + 2, " tokens, more than the maximum length ", max_length);
     source.erase(source.begin(), source.begin() + static_cast<std::ptrdiff_t>(total - max_length));
   }
-  Example ex;
-  ex.line = pair.line;
-  ex.ids = source;
-  ex.ids.push_back(eot);
-  const std::size_t sep = ex.ids.size() - 1;
-  ex.ids.insert(ex.ids.end(), target.begin(), target.end());
-  ex.ids.push_back(eot);
-  ex.targets.assign(ex.ids.size(), kIgnoreLabel);
-  for (std::size_t t = sep; t + 1 < ex.ids.size(); ++t) ex.targets[t] = ex.ids[t + 1];
-  return ex;
+  return example_from_ids(std::move(source), target, eot, pair.line);
 }
 
 /// Encodes every pair; with LengthPolicy::Skip, skipped examples are left out and counted in *skipped.
