@@ -5,7 +5,7 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 PKGS=(build-essential cmake ccache clang-format libeigen3-dev libopenblas-openmp-dev doctest-dev libbenchmark-dev
-      nlohmann-json3-dev python3-torch)
+      nlohmann-json3-dev libcli11-dev python3-torch)
 export DEBIAN_FRONTEND=noninteractive
 if ! $SUDO apt-get install -y --no-install-recommends "${PKGS[@]}"; then
   $SUDO apt-get update

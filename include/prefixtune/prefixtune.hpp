@@ -32,5 +32,6 @@
 #include "prefixtune/prefix/prefix_io.hpp"
 #include "prefixtune/train/adamw.hpp"
 #include "prefixtune/train/clip.hpp"
+#include "prefixtune/train/progress.hpp"
 #include "prefixtune/train/schedule.hpp"
 #include "prefixtune/train/trainer.hpp"

@@ -63,7 +63,7 @@ struct TrainResult {
 };
 
 /// Mean over examples of the summed negative log-likelihood of their target tokens (the paper's objective), with
-/// the prefix `table` (P, 2*L*C); no gradient.
+/// the prefix `table` (P, 2*L*C) (undefined: no prefix); no gradient.
 template <class T>
 double evaluate_prefix(const Gpt2<T>& model, const Var<T>& table, const std::vector<Example>& data,
                        std::int64_t batch_size, std::int64_t position_offset) {
@@ -76,7 +76,8 @@ double evaluate_prefix(const Gpt2<T>& model, const Var<T>& table, const std::vec
     const std::size_t e = std::min(data.size(), b + static_cast<std::size_t>(batch_size));
     const TokenBatch batch = make_batch(data, order, b, e, 0);
     Tape<T> tape;
-    auto kv = prefix_kv_from_table(tape, table, model.config.n_layer, model.config.n_head);
+    PrefixKv<T> kv;  // an undefined table scores the bare model
+    if (table.defined()) kv = prefix_kv_from_table(tape, table, model.config.n_layer, model.config.n_head);
     auto h = gpt2_hidden(tape, model, batch.ids, batch.mask, kv, position_offset);
     total += gpt2_loss(tape, model, h, batch.targets, Reduction::SumPerSequenceMeanBatch).value().item() *
              static_cast<double>(e - b);
