@@ -51,31 +51,12 @@ int cmd_score(const std::string& model_dir, const std::string& prefix_path, cons
   const auto examples = encode_examples(m.tok, read_pairs(data));
   DirectPrefix<float> prefix;
   if (!prefix_path.empty()) prefix = load_prefix<float>(prefix_path, m.gpt2.config);
-  NoGradGuard no_grad;
   ProgressBar bar(static_cast<std::int64_t>(examples.size()), "score");
-  std::vector<std::size_t> order(examples.size());
-  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-  for (std::size_t b = 0; b < examples.size(); b += static_cast<std::size_t>(batch_size)) {
-    const std::size_t e = std::min(examples.size(), b + static_cast<std::size_t>(batch_size));
-    const TokenBatch batch = make_batch(examples, order, b, e, 0);
-    Tape<float> tape;
-    PrefixKv<float> kv;
-    if (prefix.table.defined())
-      kv = prefix_kv_from_table(tape, prefix.table, m.gpt2.config.n_layer, m.gpt2.config.n_head);
-    auto h = gpt2_hidden(tape, m.gpt2, batch.ids, batch.mask, kv, prefix.table.defined() ? prefix.length() : 0);
-    const auto losses = cross_entropy_per_position(h.value(), m.gpt2.head(), batch.targets);
-    for (std::size_t r = 0; r < e - b; ++r) {
-      double sum = 0;
-      std::int64_t count = 0;
-      for (std::int64_t t = 0; t < batch.ids.size(1); ++t) {
-        if (batch.targets(static_cast<std::int64_t>(r), t) == kIgnoreLabel) continue;
-        sum += losses(static_cast<std::int64_t>(r), t);
-        ++count;
-      }
-      std::cout << nlohmann::json{{"index", b + r}, {"loss", sum}, {"tokens", count}}.dump() << "\n";
-    }
-    bar.update(static_cast<std::int64_t>(e));
-  }
+  const std::int64_t offset = prefix.table.defined() ? prefix.length() : 0;
+  const auto scores = score_examples(m.gpt2, prefix.table, examples, batch_size, offset,
+                                     [&](std::size_t done) { bar.update(static_cast<std::int64_t>(done)); });
+  for (std::size_t i = 0; i < scores.size(); ++i)
+    std::cout << nlohmann::json{{"index", i}, {"loss", scores[i].first}, {"tokens", scores[i].second}}.dump() << "\n";
   bar.finish();
   return 0;
 }

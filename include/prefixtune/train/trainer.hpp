@@ -9,6 +9,7 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "prefixtune/io/dataset.hpp"
@@ -62,26 +63,49 @@ struct TrainResult {
   std::int64_t steps = 0;       // the step count reached
 };
 
+/// The summed negative log-likelihood (natural log) of every example's target tokens and their count, in order,
+/// with the prefix `table` (P, 2*L*C) (undefined: the bare model); no gradient. on_batch(done) follows progress.
+template <class T>
+std::vector<std::pair<double, std::int64_t>> score_examples(const Gpt2<T>& model, const Var<T>& table,
+                                                            const std::vector<Example>& data, std::int64_t batch_size,
+                                                            std::int64_t position_offset,
+                                                            const std::function<void(std::size_t)>& on_batch = {}) {
+  PREFIXTUNE_CHECK(batch_size >= 1, "score_examples: batch_size must be >= 1, got ", batch_size);
+  NoGradGuard no_grad;
+  std::vector<std::size_t> order(data.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::vector<std::pair<double, std::int64_t>> out;
+  for (std::size_t b = 0; b < data.size(); b += static_cast<std::size_t>(batch_size)) {
+    const std::size_t e = std::min(data.size(), b + static_cast<std::size_t>(batch_size));
+    const TokenBatch batch = make_batch(data, order, b, e, 0);
+    Tape<T> tape;
+    PrefixKv<T> kv;
+    if (table.defined()) kv = prefix_kv_from_table(tape, table, model.config.n_layer, model.config.n_head);
+    auto h = gpt2_hidden(tape, model, batch.ids, batch.mask, kv, position_offset);
+    const auto losses = cross_entropy_per_position(h.value(), detail::value_of(model.head()), batch.targets);
+    for (std::int64_t r = 0; r < batch.ids.size(0); ++r) {
+      double sum = 0;
+      std::int64_t count = 0;
+      for (std::int64_t t = 0; t < batch.ids.size(1); ++t) {
+        if (batch.targets(r, t) == kIgnoreLabel) continue;
+        sum += static_cast<double>(losses(r, t));
+        ++count;
+      }
+      out.emplace_back(sum, count);
+    }
+    if (on_batch) on_batch(e);
+  }
+  return out;
+}
+
 /// Mean over examples of the summed negative log-likelihood of their target tokens (the paper's objective), with
 /// the prefix `table` (P, 2*L*C) (undefined: no prefix); no gradient.
 template <class T>
 double evaluate_prefix(const Gpt2<T>& model, const Var<T>& table, const std::vector<Example>& data,
                        std::int64_t batch_size, std::int64_t position_offset) {
-  PREFIXTUNE_CHECK(!data.empty() && batch_size >= 1, "evaluate_prefix: no examples or batch_size < 1");
-  NoGradGuard no_grad;
-  std::vector<std::size_t> order(data.size());
-  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  PREFIXTUNE_CHECK(!data.empty(), "evaluate_prefix: no examples");
   double total = 0;
-  for (std::size_t b = 0; b < data.size(); b += static_cast<std::size_t>(batch_size)) {
-    const std::size_t e = std::min(data.size(), b + static_cast<std::size_t>(batch_size));
-    const TokenBatch batch = make_batch(data, order, b, e, 0);
-    Tape<T> tape;
-    PrefixKv<T> kv;  // an undefined table scores the bare model
-    if (table.defined()) kv = prefix_kv_from_table(tape, table, model.config.n_layer, model.config.n_head);
-    auto h = gpt2_hidden(tape, model, batch.ids, batch.mask, kv, position_offset);
-    total += gpt2_loss(tape, model, h, batch.targets, Reduction::SumPerSequenceMeanBatch).value().item() *
-             static_cast<double>(e - b);
-  }
+  for (const auto& s : score_examples(model, table, data, batch_size, position_offset)) total += s.first;
   return total / static_cast<double>(data.size());
 }
 
