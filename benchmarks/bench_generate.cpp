@@ -1,0 +1,3 @@
+// SPDX-License-Identifier: MIT
+// Placeholder: generation benchmarks (being written).
+#include <benchmark/benchmark.h>

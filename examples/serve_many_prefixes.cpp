@@ -1,0 +1,3 @@
+// SPDX-License-Identifier: MIT
+// Placeholder: one model serving many users' prefixes (being written).
+int main() { return 0; }

@@ -1,0 +1,170 @@
+// SPDX-License-Identifier: MIT
+// KvCache: the keys and values of the real tokens of every row (slot) being decoded, per layer, kept apart from
+// the prefixes (which stay in the PrefixBank and are read by index, never copied), and gpt2_extend: the
+// incremental GPT-2 forward that appends tokens to slots and returns the logits of each row's last new token.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "prefixtune/backend/cpu/cached_attention.hpp"
+#include "prefixtune/models/gpt2.hpp"
+#include "prefixtune/ops/elementwise.hpp"
+#include "prefixtune/ops/embedding.hpp"
+#include "prefixtune/ops/layer_norm.hpp"
+#include "prefixtune/ops/linear.hpp"
+#include "prefixtune/prefix/prefix_bank.hpp"
+
+namespace prefixtune {
+
+/// Per layer (slots, NH, capacity, HS) keys and values of real tokens; each slot remembers how many tokens it holds
+/// and which bank prefix (kNoPrefix = none) its tokens attend to.
+template <class T, class Device = Cpu>
+class KvCache {
+ public:
+  KvCache() = default;
+  KvCache(const Gpt2Config& c, std::int64_t slots, std::int64_t capacity) : dims_{c.n_head, c.head_size(), capacity} {
+    PREFIXTUNE_CHECK(slots >= 1 && capacity >= 1, "KvCache: slots (", slots, ") and capacity (", capacity,
+                     ") must be >= 1");
+    PREFIXTUNE_CHECK(capacity <= c.n_positions, "KvCache: capacity ", capacity, " exceeds the model's n_positions ",
+                     c.n_positions);
+    const Shape s{slots, c.n_head, capacity, c.head_size()};
+    for (std::int64_t l = 0; l < c.n_layer; ++l) {
+      k_.push_back(Tensor<T, Device>(s));
+      v_.push_back(Tensor<T, Device>(s));
+    }
+    length_.assign(static_cast<std::size_t>(slots), 0);
+    prefix_.assign(static_cast<std::size_t>(slots), kNoPrefix);
+  }
+
+  std::int64_t slots() const { return static_cast<std::int64_t>(length_.size()); }
+  std::int64_t capacity() const { return dims_.capacity; }
+  std::int64_t length(std::int64_t slot) const { return length_.at(static_cast<std::size_t>(slot)); }
+  std::int64_t prefix(std::int64_t slot) const { return prefix_.at(static_cast<std::size_t>(slot)); }
+  const detail::CachedAttentionDims& dims() const { return dims_; }
+  Tensor<T, Device>& k(std::int64_t l) { return k_.at(static_cast<std::size_t>(l)); }
+  Tensor<T, Device>& v(std::int64_t l) { return v_.at(static_cast<std::size_t>(l)); }
+
+  /// Empties `slot` and binds it to bank prefix `prefix_index` (kNoPrefix: none).
+  void reset(std::int64_t slot, std::int64_t prefix_index) {
+    check_slot(slot);
+    length_[static_cast<std::size_t>(slot)] = 0;
+    prefix_[static_cast<std::size_t>(slot)] = prefix_index;
+  }
+
+  /// Makes slot dst a copy of slot src (its tokens, length and prefix).
+  void copy_slot(std::int64_t dst, std::int64_t src) {
+    check_slot(dst);
+    check_slot(src);
+    if (dst == src) return;
+    const std::int64_t n = length_[static_cast<std::size_t>(src)];
+    for (std::size_t l = 0; l < k_.size(); ++l) {
+      cache_copy_slot_kernel(Device{}, dims_, k_[l].data(), dst, src, n);
+      cache_copy_slot_kernel(Device{}, dims_, v_[l].data(), dst, src, n);
+    }
+    length_[static_cast<std::size_t>(dst)] = n;
+    prefix_[static_cast<std::size_t>(dst)] = prefix_[static_cast<std::size_t>(src)];
+  }
+
+  /// Records that `count` tokens were appended to slot (done by gpt2_extend after all layers).
+  void advance(std::int64_t slot, std::int64_t count) { length_.at(static_cast<std::size_t>(slot)) += count; }
+
+  void check_slot(std::int64_t slot) const {
+    PREFIXTUNE_CHECK(slot >= 0 && slot < slots(), "KvCache: slot ", slot, " is out of range [0, ", slots(), ")");
+  }
+
+ private:
+  detail::CachedAttentionDims dims_;
+  std::vector<Tensor<T, Device>> k_, v_;
+  std::vector<std::int64_t> length_, prefix_;
+};
+
+/// Appends tokens[r] to cache slot slots[r] for every row r (rows may carry different prefixes, past lengths and
+/// token counts >= 1) and returns the logits (R, V) at each row's last new token. Real tokens take positions
+/// bank.position_offset(prefix) + index in the slot. Errors name the row: a token id out of range, a slot
+/// listed twice, or more tokens than the cache capacity / the model's context holds.
+template <class T, class Device, class Param>
+Tensor<T, Device> gpt2_extend(const Gpt2<T, Device, Param>& m, const PrefixBank<T, Device>& bank,
+                              KvCache<T, Device>& cache, const std::vector<std::int64_t>& slots,
+                              const std::vector<std::vector<std::int32_t>>& tokens) {
+  const Gpt2Config& c = m.config;
+  PREFIXTUNE_CHECK(slots.size() == tokens.size() && !slots.empty(), "gpt2_extend: ", slots.size(), " slots for ",
+                   tokens.size(), " token rows (need the same number, >= 1)");
+  PREFIXTUNE_CHECK(
+      cache.dims().NH == c.n_head && cache.dims().HS == c.head_size() && static_cast<std::int64_t>(cache.slots()) >= 1,
+      "gpt2_extend: the cache was made for another model");
+  const auto R = static_cast<std::int64_t>(slots.size());
+  std::vector<detail::CachedAttentionRow<T>> rows(static_cast<std::size_t>(R));
+  std::vector<char> seen(static_cast<std::size_t>(cache.slots()), 0);
+  std::int64_t N = 0;
+  for (std::int64_t r = 0; r < R; ++r) {
+    const std::int64_t s = slots[static_cast<std::size_t>(r)];
+    cache.check_slot(s);
+    PREFIXTUNE_CHECK(!seen[static_cast<std::size_t>(s)], "gpt2_extend: slot ", s, " is listed twice");
+    seen[static_cast<std::size_t>(s)] = 1;
+    const auto n = static_cast<std::int64_t>(tokens[static_cast<std::size_t>(r)].size());
+    PREFIXTUNE_CHECK(n >= 1, "gpt2_extend: row ", r, " has no tokens");
+    const std::int64_t pi = cache.prefix(s), past = cache.length(s);
+    bank.check_index(pi, "gpt2_extend");
+    const std::int64_t last_pos = bank.position_offset(pi) + past + n - 1;
+    PREFIXTUNE_CHECK(past + n <= cache.capacity() && last_pos < c.n_positions, "gpt2_extend: row ", r, " would hold ",
+                     past + n, " tokens (positions up to ", last_pos, "), more than the cache capacity ",
+                     cache.capacity(), " or the model's context n_positions = ", c.n_positions);
+    auto& w = rows[static_cast<std::size_t>(r)];
+    w.slot = s, w.past = past, w.count = n, w.first = N, w.prefix_len = bank.length(pi);
+    N += n;
+  }
+  auto ids = Tensor<std::int32_t, Cpu>::empty({N}), pos = Tensor<std::int32_t, Cpu>::empty({N});
+  for (std::int64_t r = 0; r < R; ++r) {
+    const auto& w = rows[static_cast<std::size_t>(r)];
+    const std::int64_t off = bank.position_offset(cache.prefix(w.slot));
+    for (std::int64_t j = 0; j < w.count; ++j) {
+      const std::int32_t id = tokens[static_cast<std::size_t>(r)][static_cast<std::size_t>(j)];
+      PREFIXTUNE_CHECK(id >= 0 && id < c.vocab_size, "gpt2_extend: row ", r, " token ", j, " has id ", id,
+                       ", outside the vocabulary [0, ", c.vocab_size, ")");
+      ids.data()[w.first + j] = id;
+      pos.data()[w.first + j] = static_cast<std::int32_t>(off + w.past + j);
+    }
+  }
+  const std::int64_t C = c.n_embd;
+  const auto dids = ids.template to<Device>(), dpos = pos.template to<Device>();
+  Tensor<T, Device> x({N, C}), tmp({N, C}), a({N, C}), qkv({N, 3 * C}), f({N, 4 * C}), g({N, 4 * C}), none;
+  embedding_forward(dids, detail::value_of(m.wte), x);
+  embedding_forward(dpos, detail::value_of(m.wpe), tmp);
+  accumulate(x, tmp);
+  const T eps = static_cast<T>(c.layer_norm_epsilon);
+  for (std::int64_t l = 0; l < c.n_layer; ++l) {
+    const auto& b = m.h[static_cast<std::size_t>(l)];
+    using detail::value_of;
+    layer_norm_forward(x, value_of(b.ln_1_w), value_of(b.ln_1_b), eps, a, none, none);
+    linear_forward(a, value_of(b.attn_w), value_of(b.attn_b), qkv);
+    for (auto& w : rows) {
+      const std::int64_t pi = cache.prefix(w.slot);
+      w.prefix_k = pi == kNoPrefix ? nullptr : bank.k(pi, l).data();
+      w.prefix_v = pi == kNoPrefix ? nullptr : bank.v(pi, l).data();
+    }
+    cached_attention_kernel(Device{}, cache.dims(), rows.data(), R, qkv.data(), cache.k(l).data(), cache.v(l).data(),
+                            a.data());
+    linear_forward(a, value_of(b.attn_proj_w), value_of(b.attn_proj_b), tmp);
+    accumulate(x, tmp);
+    layer_norm_forward(x, value_of(b.ln_2_w), value_of(b.ln_2_b), eps, a, none, none);
+    linear_forward(a, value_of(b.fc_w), value_of(b.fc_b), f);
+    gelu_forward(f, g);
+    linear_forward(g, value_of(b.mlp_proj_w), value_of(b.mlp_proj_b), tmp);
+    accumulate(x, tmp);
+  }
+  for (const auto& w : rows) cache.advance(w.slot, w.count);
+  Tensor<T, Device> last({R, C}), normed({R, C});
+  for (std::int64_t r = 0; r < R; ++r) {  // the last new token of every row
+    const auto& w = rows[static_cast<std::size_t>(r)];
+    last.rows(r, r + 1).copy_from(x.rows(w.first + w.count - 1, w.first + w.count));
+  }
+  layer_norm_forward(last, detail::value_of(m.ln_f_w), detail::value_of(m.ln_f_b), eps, normed, none, none);
+  const Tensor<T, Device> e = detail::value_of(m.head());
+  Tensor<T, Device> logits({R, e.size(0)});
+  gemm(normed, Trans::N, e, Trans::T, logits);
+  return logits;
+}
+
+}  // namespace prefixtune

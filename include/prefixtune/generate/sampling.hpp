@@ -1,0 +1,148 @@
+// SPDX-License-Identifier: MIT
+// GenerateConfig and the per-row token choice: banned ids and minimum length (logit processors), greedy argmax,
+// and sampling with temperature, top-k and top-p (in that order, as HuggingFace's warpers), from a seeded Rng.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include "prefixtune/core/error.hpp"
+#include "prefixtune/core/rng.hpp"
+
+namespace prefixtune {
+
+/// How to decode. num_beams > 1 selects beam search (sample must then be false); otherwise sample chooses
+/// between greedy (false) and sampling (true).
+struct GenerateConfig {
+  std::int64_t max_new_tokens = 64;
+  std::int64_t min_new_tokens = 0;  // the end token is banned until this many tokens were generated
+  bool sample = false;
+  double temperature = 1.0;
+  std::int64_t top_k = 0;  // 0: off
+  double top_p = 1.0;      // 1: off
+  std::uint64_t seed = 0;  // row i of request list samples from Rng(seed, i): independent of batching
+  std::int64_t num_beams = 1;
+  double length_penalty = 1.0;        // beam hypothesis score = sum log p / (generated tokens)^length_penalty
+  bool early_stopping = false;        // beam search: stop a request once num_beams hypotheses ended
+  std::vector<std::int32_t> ban_ids;  // never generated (the paper bans 198 and 628: "\n", "\n\n")
+  std::int32_t eos_id = 50256;        // generation of a row ends at this token (not included in the output)
+
+  void validate(std::int64_t vocab_size) const {
+    PREFIXTUNE_CHECK(max_new_tokens >= 1, "generate: max_new_tokens must be >= 1, got ", max_new_tokens);
+    PREFIXTUNE_CHECK(min_new_tokens >= 0 && min_new_tokens <= max_new_tokens, "generate: min_new_tokens ",
+                     min_new_tokens, " must be in [0, max_new_tokens = ", max_new_tokens, "]");
+    PREFIXTUNE_CHECK(std::isfinite(temperature) && temperature > 0, "generate: temperature must be > 0, got ",
+                     temperature);
+    PREFIXTUNE_CHECK(top_k >= 0, "generate: top_k must be >= 0, got ", top_k);
+    PREFIXTUNE_CHECK(top_p > 0 && top_p <= 1, "generate: top_p must be in (0, 1], got ", top_p);
+    PREFIXTUNE_CHECK(num_beams >= 1, "generate: num_beams must be >= 1, got ", num_beams);
+    PREFIXTUNE_CHECK(num_beams == 1 || !sample, "generate: beam search with sampling is not supported");
+    PREFIXTUNE_CHECK(std::isfinite(length_penalty), "generate: length_penalty must be finite");
+    PREFIXTUNE_CHECK(eos_id >= 0 && eos_id < vocab_size, "generate: eos_id ", eos_id, " is outside the vocabulary [0, ",
+                     vocab_size, ")");
+    for (auto id : ban_ids)
+      PREFIXTUNE_CHECK(id >= 0 && id < vocab_size, "generate: banned id ", id, " is outside the vocabulary [0, ",
+                       vocab_size, ")");
+  }
+};
+
+/// One row to generate from: prompt token ids and a PrefixBank index (kNoPrefix: the bare model).
+struct GenerationRequest {
+  std::vector<std::int32_t> prompt;
+  std::int64_t prefix = -1;
+};
+
+/// What a row generated: the new tokens, without the end token; ended = stopped at the end token (false: the
+/// length limit or the end of the context). score: greedy/sampling, the summed log-probability of the chosen tokens
+/// (end token included) under the processed distribution; beam search, the hypothesis score (see GenerateConfig).
+struct Generation {
+  std::vector<std::int32_t> ids;
+  bool ended = false;
+  double score = 0;
+};
+
+namespace detail {
+
+/// Applies the logit processors to one row of V logits in place: banned ids and, before min_new_tokens new
+/// tokens exist, the end token become -inf.
+template <class T>
+void process_logits(T* logits, const GenerateConfig& cfg, std::int64_t generated) {
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  for (auto id : cfg.ban_ids) logits[id] = kNegInf;
+  if (generated < cfg.min_new_tokens) logits[cfg.eos_id] = kNegInf;
+}
+
+/// argmax with the lowest index on ties (torch.argmax's choice).
+template <class T>
+std::int32_t argmax_token(const T* logits, std::int64_t V) {
+  std::int64_t best = 0;
+  for (std::int64_t i = 1; i < V; ++i)
+    if (logits[i] > logits[best]) best = i;
+  return static_cast<std::int32_t>(best);
+}
+
+/// log_softmax of one row in double (-inf stays -inf); a row with nothing finite is an Error.
+template <class T>
+void log_softmax_row(const T* logits, std::int64_t V, std::vector<double>& out) {
+  out.resize(static_cast<std::size_t>(V));
+  double mx = -std::numeric_limits<double>::infinity();
+  for (std::int64_t i = 0; i < V; ++i) mx = std::max(mx, static_cast<double>(logits[i]));
+  PREFIXTUNE_CHECK(std::isfinite(mx), "generate: no token is allowed (every logit is -inf or NaN)");
+  double sum = 0;
+  for (std::int64_t i = 0; i < V; ++i) sum += std::exp(static_cast<double>(logits[i]) - mx);
+  const double lse = mx + std::log(sum);
+  for (std::int64_t i = 0; i < V; ++i) out[static_cast<std::size_t>(i)] = static_cast<double>(logits[i]) - lse;
+}
+
+/// Samples one token from processed logits: divide by temperature, keep the top_k largest (0: all), keep the
+/// smallest set of most likely tokens whose probability reaches top_p (always at least one), draw from the rest.
+template <class T>
+std::int32_t sample_token(const T* logits, std::int64_t V, const GenerateConfig& cfg, Rng& rng) {
+  std::vector<std::pair<double, std::int32_t>> cand;
+  cand.reserve(static_cast<std::size_t>(V));
+  for (std::int64_t i = 0; i < V; ++i) {
+    const double z = static_cast<double>(logits[i]) / cfg.temperature;
+    if (z > -std::numeric_limits<double>::infinity()) cand.emplace_back(z, static_cast<std::int32_t>(i));
+  }
+  PREFIXTUNE_CHECK(!cand.empty(), "generate: no token is allowed (every logit is -inf)");
+  auto by_score = [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  std::size_t keep = cand.size();
+  if (cfg.top_k > 0 && static_cast<std::size_t>(cfg.top_k) < keep) {
+    keep = static_cast<std::size_t>(cfg.top_k);
+    std::partial_sort(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(keep), cand.end(), by_score);
+  } else {
+    std::sort(cand.begin(), cand.end(), by_score);
+  }
+  cand.resize(keep);
+  const double mx = cand.front().first;
+  std::vector<double> p(keep);
+  double sum = 0;
+  for (std::size_t i = 0; i < keep; ++i) sum += (p[i] = std::exp(cand[i].first - mx));
+  if (cfg.top_p < 1.0) {
+    double cum = 0;
+    std::size_t n = 0;
+    while (n < keep) {
+      cum += p[n] / sum;
+      ++n;
+      if (cum >= cfg.top_p) break;
+    }
+    keep = n;
+    sum = std::accumulate(p.begin(), p.begin() + static_cast<std::ptrdiff_t>(keep), 0.0);
+  }
+  const double u = rng.uniform() * sum;
+  double acc = 0;
+  for (std::size_t i = 0; i < keep; ++i) {
+    acc += p[i];
+    if (u < acc) return cand[i].second;
+  }
+  return cand[keep - 1].second;
+}
+
+}  // namespace detail
+}  // namespace prefixtune

@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: MIT
+// PrefixBank: many users' merged prefixes, materialized once as per-layer K/V (NH, P, HS), served by index.
+// Generation reads a per-row index into the bank, so one batch serves many users without copying prefix K/V.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "prefixtune/core/error.hpp"
+#include "prefixtune/core/tensor.hpp"
+#include "prefixtune/models/gpt2_config.hpp"
+#include "prefixtune/prefix/prefix.hpp"
+
+namespace prefixtune {
+
+/// The index of "no prefix" in a PrefixBank.
+inline constexpr std::int64_t kNoPrefix = -1;
+
+template <class T, class Device = Cpu>
+class PrefixBank {
+ public:
+  PrefixBank() = default;
+  explicit PrefixBank(const Gpt2Config& config) : config_(config) {}
+
+  const Gpt2Config& config() const { return config_; }
+
+  /// Adds a merged prefix table (P, 2*L*C) (PEFT's prompt_embeddings layout) and returns its index. `name` (may be
+  /// empty) must be new; position_offset is the position of the first real token: -1 = P (the paper, PEFT), or 0.
+  std::int64_t add(const Tensor<T, Cpu>& table, const std::string& name = "", std::int64_t position_offset = -1) {
+    const Gpt2Config& c = config_;
+    const std::string who = name.empty() ? std::string("prefix #") + std::to_string(entries_.size()) : name;
+    PREFIXTUNE_CHECK(
+        table.defined() && table.rank() == 2 && table.size(0) >= 1 && table.size(1) == 2 * c.n_layer * c.n_embd,
+        "PrefixBank: ", who, " has shape ", table.defined() ? table.shape().to_string() : std::string("(undefined)"),
+        ", the model needs (P >= 1, 2 * n_layer * n_embd = ", 2 * c.n_layer * c.n_embd, ")");
+    PREFIXTUNE_CHECK(name.empty() || !by_name_.count(name), "PrefixBank: a prefix named '", name, "' is already there");
+    const std::int64_t P = table.size(0), NH = c.n_head, HS = c.head_size(), W = table.size(1);
+    Entry e;
+    e.name = name;
+    e.length = P;
+    e.offset = position_offset < 0 ? P : position_offset;
+    PREFIXTUNE_CHECK(e.offset < c.n_positions, "PrefixBank: ", who, " puts the first token at position ", e.offset,
+                     " but the model has n_positions = ", c.n_positions);
+    const T* src = table.data();
+    for (std::int64_t l = 0; l < c.n_layer; ++l) {
+      for (int kv = 0; kv < 2; ++kv) {
+        auto t = Tensor<T, Cpu>::empty({NH, P, HS});
+        for (std::int64_t h = 0; h < NH; ++h)
+          for (std::int64_t p = 0; p < P; ++p) {
+            const T* row = src + p * W + ((2 * l + kv) * NH + h) * HS;
+            std::copy(row, row + HS, t.data() + (h * P + p) * HS);
+          }
+        (kv == 0 ? e.k : e.v).push_back(t.template to<Device>());
+      }
+    }
+    if (!name.empty()) by_name_[name] = static_cast<std::int64_t>(entries_.size());
+    entries_.push_back(std::move(e));
+    return static_cast<std::int64_t>(entries_.size()) - 1;
+  }
+
+  /// Adds a merged DirectPrefix (see add(table, ...)).
+  template <class D>
+  std::int64_t add(const DirectPrefix<T, D>& prefix, const std::string& name = "", std::int64_t position_offset = -1) {
+    return add(prefix.table.value().template to<Cpu>(), name, position_offset);
+  }
+
+  std::int64_t size() const { return static_cast<std::int64_t>(entries_.size()); }
+  bool contains(const std::string& name) const { return by_name_.count(name) != 0; }
+
+  /// The index of the prefix called `name`, or an Error.
+  std::int64_t index_of(const std::string& name) const {
+    auto it = by_name_.find(name);
+    PREFIXTUNE_CHECK(it != by_name_.end(), "PrefixBank: no prefix named '", name, "'");
+    return it->second;
+  }
+
+  /// Prefix length P of entry i (0 for kNoPrefix).
+  std::int64_t length(std::int64_t i) const { return i == kNoPrefix ? 0 : entry(i).length; }
+  /// Position of the first real token for entry i (0 for kNoPrefix).
+  std::int64_t position_offset(std::int64_t i) const { return i == kNoPrefix ? 0 : entry(i).offset; }
+  const std::string& name(std::int64_t i) const { return entry(i).name; }
+  /// Layer l's keys / values (NH, P, HS) of entry i.
+  const Tensor<T, Device>& k(std::int64_t i, std::int64_t l) const {
+    return entry(i).k.at(static_cast<std::size_t>(l));
+  }
+  const Tensor<T, Device>& v(std::int64_t i, std::int64_t l) const {
+    return entry(i).v.at(static_cast<std::size_t>(l));
+  }
+
+  /// Throws unless i is kNoPrefix or a valid index; `where` names the caller.
+  void check_index(std::int64_t i, const char* where) const {
+    PREFIXTUNE_CHECK(i == kNoPrefix || (i >= 0 && i < size()), where, ": prefix index ", i,
+                     " is not in the bank (size ", size(), "; -1 = no prefix)");
+  }
+
+ private:
+  struct Entry {
+    std::string name;
+    std::int64_t length = 0, offset = 0;
+    std::vector<Tensor<T, Device>> k, v;
+  };
+  const Entry& entry(std::int64_t i) const {
+    check_index(i, "PrefixBank");
+    PREFIXTUNE_CHECK(i != kNoPrefix, "PrefixBank: entry -1 (no prefix) has no K/V");
+    return entries_[static_cast<std::size_t>(i)];
+  }
+  Gpt2Config config_{};
+  std::vector<Entry> entries_;
+  std::unordered_map<std::string, std::int64_t> by_name_;
+};
+
+}  // namespace prefixtune
