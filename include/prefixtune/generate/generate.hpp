@@ -54,7 +54,10 @@ std::vector<Generation> generate_sampled(const Gpt2<T, Device, Param>& m, const 
   KvCache<T, Device> cache(m.config, R, capacity);
   std::vector<Generation> out(static_cast<std::size_t>(R));
   std::vector<Rng> rngs;
-  for (std::int64_t i = 0; i < R; ++i) rngs.emplace_back(cfg.seed, static_cast<std::uint64_t>(i));
+  for (std::int64_t i = 0; i < R; ++i) {
+    const std::int64_t stream = requests[static_cast<std::size_t>(i)].stream;
+    rngs.emplace_back(cfg.seed, static_cast<std::uint64_t>(stream >= 0 ? stream : i));
+  }
   std::vector<std::int64_t> active;
   std::vector<std::vector<std::int32_t>> feed;
   for (std::int64_t i = 0; i < R; ++i) {

@@ -24,7 +24,7 @@ struct GenerateConfig {
   double temperature = 1.0;
   std::int64_t top_k = 0;  // 0: off
   double top_p = 1.0;      // 1: off
-  std::uint64_t seed = 0;  // row i of request list samples from Rng(seed, i): independent of batching
+  std::uint64_t seed = 0;  // a request samples from Rng(seed, its stream): the same with or without batching
   std::int64_t num_beams = 1;
   double length_penalty = 1.0;        // beam hypothesis score = sum log p / (generated tokens)^length_penalty
   bool early_stopping = false;        // beam search: stop a request once num_beams hypotheses ended
@@ -54,6 +54,7 @@ struct GenerateConfig {
 struct GenerationRequest {
   std::vector<std::int32_t> prompt;
   std::int64_t prefix = -1;
+  std::int64_t stream = -1;  // sampling draws from Rng(cfg.seed, stream); -1: the request's index in the call
 };
 
 /// What a row generated: the new tokens, without the end token; ended = stopped at the end token (false: the
