@@ -96,6 +96,41 @@ void gemm_blas(Trans ta, Trans tb, std::int64_t m, std::int64_t n, std::int64_t 
 }
 #endif
 
+/// Matrix-vector products with at least this many multiply-adds split their output over the OpenMP threads
+/// (Eigen's GEMV runs on one thread; decoding one token is a chain of such products).
+inline constexpr std::int64_t kGemvParallelMin = std::int64_t{1} << 17;
+
+/// A GEMV shape (m == 1 or n == 1) as independent output blocks, one per thread, when it is large enough and we
+/// are not inside a parallel region already. Returns false when it left the work to the caller.
+template <class T>
+bool gemv_parallel(Trans ta, Trans tb, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
+                   std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
+#if defined(_OPENMP)
+  const std::int64_t out = m == 1 ? n : m;
+  if ((m != 1 && n != 1) || m * n * k < kGemvParallelMin || omp_in_parallel() || num_threads() < 2 || out < 64)
+    return false;
+#pragma omp parallel
+  {
+    const std::int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const std::int64_t per = ((out + nt - 1) / nt + 15) / 16 * 16;  // blocks of whole 16-element groups
+    const std::int64_t o0 = std::min(out, t * per), o1 = std::min(out, o0 + per);
+    if (o1 > o0) {
+      if (m == 1)  // columns o0..o1 of op(B) and of C
+        gemm_eigen(ta, tb, 1, o1 - o0, k, alpha, a, lda, tb == Trans::N ? b + o0 : b + o0 * ldb, ldb, beta, c + o0,
+                   ldc);
+      else  // rows o0..o1 of op(A) and of C
+        gemm_eigen(ta, tb, o1 - o0, 1, k, alpha, ta == Trans::N ? a + o0 * lda : a + o0, lda, b, ldb, beta,
+                   c + o0 * ldc, ldc);
+    }
+  }
+  return true;
+#else
+  (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)alpha, (void)a, (void)lda, (void)b, (void)ldb, (void)beta;
+  (void)c, (void)ldc;
+  return false;
+#endif
+}
+
 /// Picks the CPU kernel: GEMV shapes and non-BLAS types to Eigen, the rest to OpenBLAS when present.
 template <class T>
 void gemm_cpu_dispatch(Trans ta, Trans tb, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
@@ -109,6 +144,7 @@ void gemm_cpu_dispatch(Trans ta, Trans tb, std::int64_t m, std::int64_t n, std::
     }
   }
 #endif
+  if (gemv_parallel(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
   gemm_eigen(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
