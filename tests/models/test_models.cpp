@@ -20,9 +20,9 @@ using namespace prefixtune;
 using test::error_of;
 using test::TempDir;
 
-namespace {
+std::string g_reference_dir;  // set by --reference=DIR (also read by test_generate_parity.cpp)
 
-std::string g_reference_dir;  // set by --reference=DIR
+namespace {
 
 Gpt2Config tiny_config() {
   Gpt2Config c;

@@ -2,8 +2,8 @@
 """Independent plain-PyTorch reference for prefix-tuning a frozen GPT-2.
 
 Writes a tiny random GPT-2 checkpoint in HuggingFace layouts (F32 with and without the ``transformer.``
-prefix, F16, BF16) plus ``reference.safetensors`` with inputs, prefix parameters, logits, losses and
-gradients computed in float64.  See tests/reference/README.md for the conventions.
+prefix, F16, BF16) plus ``reference.safetensors`` with inputs, prefix parameters, logits, losses,
+gradients and greedy generations computed in float64.  See tests/reference/README.md for the conventions.
 
 Only torch and the Python standard library are used: no transformers, no safetensors package.
 
@@ -31,6 +31,10 @@ T = 10       # sequence length
 SRC = 4      # first SRC positions are "source": no loss there
 PAD_TAIL = 3  # row 1 is right-padded over its last PAD_TAIL positions
 IGNORE = -100
+GREEDY_PROMPT_LENS = (3, 6, 9)  # greedy generation: one prompt of each length
+GREEDY_NEW = 12                 # new tokens per prompt (at most)
+GREEDY_EOS = 933                # a row stops when its argmax is this id (not stored); chosen so that with seed 0
+                                # three of the six rows end, at steps 0, 6 and 8 (config.json's eos is 999)
 
 F64 = torch.float64
 
@@ -307,6 +311,31 @@ def table_to_kv_loops(table):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# greedy generation: no KV cache, the whole sequence is recomputed at every step
+# ----------------------------------------------------------------------------------------------------------
+def greedy_generate(W, prompt, prefix_kv, offset):
+    """prompt: list of ids; real tokens at positions offset, offset+1, ...  Returns (new ids without the end token,
+    ended, margins): at each step the argmax (lowest index on ties) of the last position's logits is taken; the
+    row stops at GREEDY_EOS (ended = True, not appended) or after GREEDY_NEW tokens.  margins[s] = top-1 minus
+    top-2 logit of step s (one entry per step taken, the end-token step included)."""
+    ids, new, margins = list(prompt), [], []
+    ended = False
+    for _ in range(GREEDY_NEW):
+        n = len(ids)
+        logits = gpt2_forward(W, torch.tensor([ids], dtype=torch.int64), torch.ones(1, n, dtype=torch.int64),
+                              torch.arange(offset, offset + n, dtype=torch.int64)[None], prefix_kv)[0, -1]
+        top = torch.topk(logits, 2).values
+        margins.append(float(top[0] - top[1]))
+        tok = int((logits == top[0]).nonzero()[0, 0])
+        if tok == GREEDY_EOS:
+            ended = True
+            break
+        ids.append(tok)
+        new.append(tok)
+    return new, ended, margins
+
+
+# ----------------------------------------------------------------------------------------------------------
 # losses
 # ----------------------------------------------------------------------------------------------------------
 def token_ce(logits, targets):
@@ -381,10 +410,21 @@ def main():
             lg = gpt2_forward(Wr, input_ids, attention_mask, pos_prefixed, kv_enc)
             lowp[tag] = (lg, losses(lg, targets)[0])
 
+    # --- greedy generation, without and with the encoder's merged prefix (positions from P) ---------------
+    # Prompts come from their own generator so that everything above stays as it was before they were added.
+    gprompt = torch.Generator().manual_seed(args.seed + 1)
+    prompts = [torch.randint(0, V - 1, (n,), generator=gprompt, dtype=torch.int64).tolist()
+               for n in GREEDY_PROMPT_LENS]
+    greedy = {}
+    with torch.no_grad():
+        for tag, kv, offset in (("noprefix", None, 0), ("prefix", table_to_kv(table_enc.detach()), P)):
+            greedy[tag] = [greedy_generate(W, pr, kv, offset) for pr in prompts]
+
     # --- self-checks (not written) ------------------------------------------------------------------------
     if not args.no_check:
         self_check(W, enc32, table_enc.detach(), direct32.to(F64), input_ids, attention_mask, targets,
                    pos_prefixed, pos_plain, logits_enc.detach(), logits_dir.detach(), g, W32)
+        check_greedy(W, table_enc.detach(), prompts, greedy)
 
     # --- write ---------------------------------------------------------------------------------------------
     out = args.out
@@ -453,13 +493,24 @@ def main():
         ("logits_encoder_bf16", d(lowp["bf16"][0]), "F64"),
         ("loss_sum_encoder_bf16", one(lowp["bf16"][1]), "F64"),
     ]
+    ref.append(("greedy.config", torch.tensor([len(prompts), GREEDY_NEW, GREEDY_EOS]), "I64"))
+    for i, pr in enumerate(prompts):
+        ref.append(("greedy.prompt%d" % i, torch.tensor(pr, dtype=torch.int64), "I64"))
+    for tag in ("noprefix", "prefix"):
+        for i, (new, ended, margins) in enumerate(greedy[tag]):
+            ref.append(("greedy.%s.ids%d" % (tag, i), torch.tensor(new, dtype=torch.int64), "I64"))
+            ref.append(("greedy.%s.ended%d" % (tag, i), torch.tensor([int(ended)]), "I64"))
+            ref.append(("greedy.%s.margin%d" % (tag, i), torch.tensor(margins, dtype=F64), "F64"))
     meta = dict(n_layer=L, n_head=NH, n_embd=C, vocab_size=V, n_positions=NP,
                 layer_norm_epsilon=CFG["layer_norm_epsilon"], prefix_length=P, prefix_mid=MID, batch=B,
                 seq_len=T, source_len=SRC, seed=args.seed, ignore_index=IGNORE,
                 loss_sum="sum of token CE over targets != -100, divided by batch",
                 loss_mean="mean token CE over targets != -100",
                 prefix_layout="row index ((2*layer+kv)*n_head+head)*head_size+e, kv 0=key 1=value",
-                generator="tests/reference/gpt2_prefix_reference.py")
+                generator="tests/reference/gpt2_prefix_reference.py",
+                greedy_prompts=len(prompts), greedy_max_new_tokens=GREEDY_NEW, greedy_eos_id=GREEDY_EOS,
+                greedy="greedy.{noprefix,prefix}.ids{i}: argmax decoding of greedy.prompt{i}, end token excluded; "
+                       "prefix = prefix_table_from_encoder with real positions from prefix_length")
     write_safetensors(os.path.join(out, "reference.safetensors"), ref, meta)
 
     if not args.no_check:
@@ -473,6 +524,10 @@ def main():
     print("  loss_mean encoder %.10f direct %.10f noprefix %.10f" % (lmean_enc, lmean_dir, lmean_np))
     print("  max|grad| encoder.transform.2.weight %.3e  direct_prefix %.3e" % (
         enc["transform.2.weight"].grad.abs().max(), direct.grad.abs().max()))
+    for tag in ("noprefix", "prefix"):
+        print("  greedy %-8s new tokens %s, ended %s, smallest top-2 margin %.3e" % (
+            tag, [len(r[0]) for r in greedy[tag]], [r[1] for r in greedy[tag]],
+            min(min(r[2]) for r in greedy[tag])))
     return 0
 
 
@@ -544,6 +599,24 @@ def self_check(W, enc32, table_enc, direct, input_ids, attention_mask, targets, 
             an = enc[name].grad[idx].item()
             assert abs(fd - an) <= 1e-5 * abs(an) + 1e-9, "grad check %s: fd %.3e an %.3e" % (
                 name, fd, an)
+
+
+def check_greedy(W, table_enc, prompts, greedy):
+    """Teacher-forced cross-check with the loop implementation: over prompt + generated tokens, the argmax at
+    every position from the prompt's last one predicts the next generated token (and the end token, if any)."""
+    for tag, kv, offset in (("noprefix", None, 0), ("prefix", table_to_kv_loops(table_enc), P)):
+        for pr, (new, ended, margins) in zip(prompts, greedy[tag]):
+            seq = pr + new
+            n = len(seq)
+            lg = gpt2_forward_loops(W, torch.tensor([seq]), torch.ones(1, n, dtype=torch.int64),
+                                    torch.arange(offset, offset + n)[None], kv)[0]
+            expect = new + ([GREEDY_EOS] if ended else [])
+            assert len(margins) == len(expect), "self-check failed: greedy margins " + tag
+            for s, tok in enumerate(expect):
+                row = lg[len(pr) - 1 + s]
+                assert int(row.argmax()) == tok, "self-check failed: greedy %s step %d" % (tag, s)
+                top = torch.topk(row, 2).values
+                assert abs(float(top[0] - top[1]) - margins[s]) <= 1e-10, "self-check failed: margin " + tag
 
 
 def check_files(out, W32, ref):
