@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: MIT
-// The `prefixtune` command: tokenize, score, train, export-peft and inspect, over HuggingFace GPT-2 folders,
-// E2E / JSON-lines data and prefix files (ours or PEFT adapter folders).
+// The `prefixtune` command: tokenize, score, train, generate, export-peft and inspect, over HuggingFace GPT-2
+// folders, E2E / JSON-lines data and prefix files (ours or PEFT adapter folders).
 #include <CLI/CLI.hpp>
 #include <prefixtune/prefixtune.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <string>
+#include <vector>
 
 using namespace prefixtune;
 namespace fs = std::filesystem;
@@ -80,6 +82,122 @@ int cmd_train(const std::string& model_dir, const std::string& train_path, const
   if (bar) bar->finish();
   save_prefix(out, result.best_prefix, m.gpt2.config);
   std::fprintf(stderr, "saved the %s prefix to %s\n", valid.empty() ? "final" : "best validated", out.c_str());
+  return 0;
+}
+
+/// The paper's decoding prompt for a table source: the training example's ids (encode_example) up to and
+/// including the first <|endoftext|>, i.e. ' ' + source + ' ' encoded as text, then the end token.
+std::vector<std::int32_t> source_prompt(const Gpt2Tokenizer& tok, const std::string& source) {
+  const Example ex = encode_example(tok, TextPair{source, "", 0});
+  const auto eot = std::find(ex.ids.begin(), ex.ids.end(), tok.eot_id());
+  return std::vector<std::int32_t>(ex.ids.begin(), eot + 1);
+}
+
+/// One input line of `generate`: its JSON object (to be written back with "text"/"ids" or "error") and, when
+/// the line is good, its request.
+struct PendingLine {
+  nlohmann::json out;
+  bool ok = false;
+  GenerationRequest request;
+};
+
+/// Parses and checks input line n; a bad line comes back with "error" set and ok = false.
+PendingLine parse_generate_line(const std::string& line, std::size_t n, const Model& m, const PrefixBank<float>& bank,
+                                std::int64_t prefix_index) {
+  PendingLine p;
+  try {
+    p.out = nlohmann::json::parse(line);
+  } catch (const nlohmann::json::exception& e) {
+    p.out = nlohmann::json{{"line", n}, {"input", line}};
+    p.out["error"] = detail::str_cat("stdin:", n, ": invalid JSON: ", e.what());
+    return p;
+  }
+  if (!p.out.is_object()) {
+    p.out = nlohmann::json{{"line", n}, {"input", line}};
+    p.out["error"] = detail::str_cat("stdin:", n, ": expected a JSON object with \"source\" or \"prompt\"");
+    return p;
+  }
+  try {
+    const bool has_source = p.out.contains("source"), has_prompt = p.out.contains("prompt");
+    PREFIXTUNE_CHECK(has_source != has_prompt, "stdin:", n, ": expected exactly one of the fields \"source\" and ",
+                     "\"prompt\", found ", has_source ? "both" : "neither");
+    const char* key = has_source ? "source" : "prompt";
+    PREFIXTUNE_CHECK(p.out[key].is_string(), "stdin:", n, ": field \"", key, "\" is not a string");
+    const std::string text = p.out[key].get<std::string>();
+    p.request.prompt = has_source ? source_prompt(m.tok, text) : m.tok.encode(text, /*parse_special=*/true);
+    p.request.prefix = prefix_index;
+    check_generation_request(m.gpt2, bank, p.request, n);  // "request n": n is the input line
+    p.ok = true;
+  } catch (const std::exception& e) {
+    p.out["error"] = e.what();
+  }
+  return p;
+}
+
+/// Generates every good line of `lines` in one batch and writes all of them, in order, to stdout. A failure of
+/// the batch itself (after every request was checked) marks each of its lines with the error.
+std::int64_t serve_batch(std::vector<PendingLine>& lines, const Model& m, const PrefixBank<float>& bank,
+                         const GenerateConfig& cfg) {
+  std::vector<GenerationRequest> requests;
+  for (const auto& p : lines)
+    if (p.ok) requests.push_back(p.request);
+  std::vector<Generation> gens;
+  std::string failure;
+  try {
+    gens = generate(m.gpt2, bank, requests, cfg);
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  std::int64_t tokens = 0;
+  std::size_t r = 0;
+  for (auto& p : lines) {
+    if (p.ok && failure.empty()) {
+      const Generation& g = gens[r++];
+      p.out["text"] = m.tok.decode_lossy(g.ids);
+      p.out["ids"] = g.ids;
+      tokens += static_cast<std::int64_t>(g.ids.size());
+    } else if (p.ok) {
+      p.out["error"] = failure;
+    }
+    std::cout << p.out.dump() << "\n";
+  }
+  std::cout.flush();
+  lines.clear();
+  return tokens;
+}
+
+int cmd_generate(const std::string& model_dir, const std::string& prefix_path, GenerateConfig cfg,
+                 std::int64_t batch_size) {
+  const Model m = load_model(model_dir);
+  PrefixBank<float> bank(m.gpt2.config);
+  const std::int64_t prefix_index =
+      prefix_path.empty() ? kNoPrefix : bank.add(load_prefix<float>(prefix_path, m.gpt2.config), prefix_path);
+  cfg.validate(m.gpt2.config.vocab_size);
+  const std::uint64_t seed = cfg.seed;
+  std::vector<PendingLine> pending;
+  std::int64_t ready = 0, batches = 0, tokens = 0, requests = 0, errors = 0;
+  const auto flush = [&] {
+    cfg.seed = seed + static_cast<std::uint64_t>(batches);  // rows of different batches sample independently
+    tokens += serve_batch(pending, m, bank, cfg);
+    batches += ready > 0;
+    ready = 0;
+  };
+  std::string line;
+  for (std::size_t n = 1; std::getline(std::cin, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    pending.push_back(parse_generate_line(line, n, m, bank, prefix_index));
+    ++requests;
+    if (pending.back().ok) {
+      ++ready;
+    } else {
+      ++errors;
+    }
+    if (ready == batch_size) flush();
+  }
+  flush();
+  std::fprintf(stderr, "generate: %lld lines, %lld errors, %lld batches, %lld new tokens\n",
+               static_cast<long long>(requests), static_cast<long long>(errors), static_cast<long long>(batches),
+               static_cast<long long>(tokens));
   return 0;
 }
 
@@ -156,6 +274,44 @@ int main(int argc, char** argv) {
   tr->add_option("--checkpoint", cfg.checkpoint_path, "training checkpoint file (written every epoch)");
   tr->add_flag("--resume", cfg.resume, "continue from --checkpoint when it exists");
 
+  GenerateConfig gen_cfg;
+  std::int64_t gen_batch = 8;
+  auto* gen = app.add_subcommand(
+      "generate",
+      "JSON lines with \"source\" (a table, decoded from the paper's prompt ' ' + source + ' <|endoftext|>') or "
+      "\"prompt\" (raw text, <|endoftext|> parsed) on stdin -> the same lines with \"text\" and \"ids\" (the new "
+      "tokens, without the end token), in input order; a bad line gets an \"error\" field instead (\"request N\" "
+      "in a message is input line N) and the others are still served");
+  gen->add_option("--model", model, "HuggingFace GPT-2 folder")->required();
+  gen->add_option("--prefix", prefix, "prefix file or PEFT adapter folder (none: the bare model)");
+  auto* greedy = gen->add_flag("--greedy", "greedy decoding (the default)");
+  auto* beam = gen->add_option("--beam", gen_cfg.num_beams, "beam search with N beams")->check(CLI::PositiveNumber);
+  auto* temperature =
+      gen->add_option("--temperature", gen_cfg.temperature, "sampling: divide logits by T")->check(CLI::PositiveNumber);
+  auto* top_k = gen->add_option("--top-k", gen_cfg.top_k, "sampling: keep the K most likely tokens (0: all)")
+                    ->check(CLI::NonNegativeNumber);
+  auto* top_p = gen->add_option("--top-p", gen_cfg.top_p, "sampling: keep the most likely tokens up to mass P")
+                    ->check(CLI::Range(0.0, 1.0));
+  auto* seed = gen->add_option("--seed", gen_cfg.seed,
+                               "sampling seed (the same input, seed and --batch-size give the same output)");
+  for (CLI::Option* s : {temperature, top_k, top_p, seed}) {
+    s->excludes(greedy);
+    s->excludes(beam);
+  }
+  beam->excludes(greedy);
+  gen->add_option("--max-new-tokens", gen_cfg.max_new_tokens, "most tokens generated per line")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  gen->add_option("--min-new-tokens", gen_cfg.min_new_tokens, "the end token is banned before this many")
+      ->capture_default_str();
+  gen->add_option("--ban-ids", gen_cfg.ban_ids, "token ids never generated, comma-separated (the paper: 198,628)")
+      ->delimiter(',');
+  gen->add_option("--length-penalty", gen_cfg.length_penalty, "beam score = log p / length^X")->capture_default_str();
+  gen->add_option("--eos-id", gen_cfg.eos_id, "generation of a line ends at this token")->capture_default_str();
+  gen->add_option("--batch-size", gen_batch, "lines per generate call (one batch)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+
   auto* exp = app.add_subcommand("export-peft", "write a prefix as a PEFT PREFIX_TUNING adapter folder");
   exp->add_option("--model", model, "HuggingFace GPT-2 folder")->required();
   exp->add_option("--prefix", prefix, "prefix file or PEFT adapter folder")->required();
@@ -170,6 +326,10 @@ int main(int argc, char** argv) {
     if (*tokenize) return cmd_tokenize(model);
     if (*score) return cmd_score(model, prefix, data, batch);
     if (*tr) return cmd_train(model, train, valid, out, pc, cfg, max_length);
+    if (*gen) {
+      gen_cfg.sample = temperature->count() + top_k->count() + top_p->count() + seed->count() > 0;
+      return cmd_generate(model, prefix, gen_cfg, gen_batch);
+    }
     if (*exp) return cmd_export_peft(model, prefix, out);
     if (*inspect) return cmd_inspect(path);
   } catch (const std::exception& e) {

@@ -36,6 +36,7 @@
 #include "prefixtune/prefix/prefix_bank.hpp"
 #include "prefixtune/prefix/prefix_io.hpp"
 #include "prefixtune/train/adamw.hpp"
+#include "prefixtune/train/bleu.hpp"
 #include "prefixtune/train/clip.hpp"
 #include "prefixtune/train/progress.hpp"
 #include "prefixtune/train/schedule.hpp"

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // The `prefixtune` command end to end on a tiny random GPT-2 with the real GPT-2 vocabulary: tokenize, score
-// (checked against the library), train -> score with the prefix, export-peft -> the same scores, inspect, and the
-// error messages users see for a missing folder, a corrupt file and a bad data line.
+// (checked against the library), train -> score with the prefix, export-peft -> the same scores, inspect, generate
+// (checked against the library's generate), the error messages users see for a missing folder, a corrupt file and
+// a bad data line, and serve_many_prefixes (several users' prefixes in one batch, checked request by request).
 #include <doctest/doctest.h>
 #include <sys/wait.h>
 
@@ -23,8 +24,8 @@ struct Run {
   std::string output;  // stdout and stderr together
 };
 
-Run run(const std::string& args) {
-  const std::string cmd = std::string(PREFIXTUNE_CLI) + " " + args + " 2>&1";
+Run run_program(const std::string& program, const std::string& args) {
+  const std::string cmd = program + " " + args + " 2>&1";
   Run r;
   FILE* p = ::popen(cmd.c_str(), "r");
   REQUIRE(p != nullptr);
@@ -35,6 +36,8 @@ Run run(const std::string& args) {
   r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
 }
+
+Run run(const std::string& args) { return run_program(PREFIXTUNE_CLI, args); }
 
 std::vector<nlohmann::json> json_lines(const std::string& text) {
   std::vector<nlohmann::json> v;
@@ -56,6 +59,37 @@ std::string make_model(const TempDir& dir) {
   fs::copy_file(bpe + "encoder.json", m + "/vocab.json");
   fs::copy_file(bpe + "vocab.bpe", m + "/merges.txt");
   return m;
+}
+
+// The paper's decoding prompt, built here independently of the programs: ' ' + source + ' ', then <|endoftext|>.
+std::vector<std::int32_t> source_prompt(const Gpt2Tokenizer& tok, const std::string& source) {
+  auto ids = tok.encode(" " + source + " ");
+  ids.push_back(50256);
+  return ids;
+}
+
+// The library's generation for each request on its own (a batch of one), with the prefix at `prefix_path` or none.
+std::vector<Generation> generate_alone(const Gpt2<float>& m, const std::string& prefix_path,
+                                       const std::vector<std::vector<std::int32_t>>& prompts,
+                                       const GenerateConfig& cfg) {
+  PrefixBank<float> bank(m.config);
+  const std::int64_t index = prefix_path.empty() ? kNoPrefix : bank.add(load_prefix<float>(prefix_path, m.config));
+  std::vector<Generation> out;
+  for (const auto& p : prompts) out.push_back(generate(m, bank, {GenerationRequest{p, index}}, cfg).at(0));
+  return out;
+}
+
+// Writes a random prefix of length P for the model in `model_dir` to `path` (a file) or as a PEFT folder.
+void save_random_prefix(const std::string& model_dir, const std::string& path, std::int64_t P, std::uint64_t seed,
+                        bool peft) {
+  const Gpt2Config c = load_gpt2_config(model_dir);
+  Rng rng(seed);
+  const auto prefix = DirectPrefix<float>::random_normal(P, c, rng);
+  if (peft) {
+    export_peft(path, prefix, c, model_dir);
+  } else {
+    save_prefix(path, prefix, c);
+  }
 }
 
 }  // namespace
@@ -128,4 +162,193 @@ TEST_CASE("prefixtune command: errors name what and where") {
   CHECK(r.status == 1);
   CHECK(r.output.find("data.txt:2: expected 'source||target'") != std::string::npos);
   CHECK(run("frobnicate").status != 0);
+}
+
+TEST_CASE("prefixtune generate: greedy, beam and seeded sampling equal the library; bad lines get an error") {
+  TempDir dir;
+  const std::string model = make_model(dir);
+  const auto m = load_gpt2<float>(model);
+  const auto tok = Gpt2Tokenizer::load_dir(model);
+  save_random_prefix(model, dir.file("p.safetensors"), 3, 11, false);
+  const std::vector<std::string> sources = {"name : Blue Spice | Type : pub", "name : Aromi | area : riverside",
+                                            "name : Zizzi", "", "name : The Eagle | food : Chinese"};
+  std::string input;
+  std::vector<std::vector<std::int32_t>> prompts;
+  for (std::size_t i = 0; i < sources.size(); ++i) {
+    input += nlohmann::json{{"source", sources[i]}, {"id", i}}.dump() + "\n";
+    prompts.push_back(source_prompt(tok, sources[i]));
+  }
+  input += "{\"prompt\": \"Hello<|endoftext|> world\"}\n";
+  prompts.push_back(tok.encode("Hello<|endoftext|> world", true));
+  REQUIRE(prompts.back() == std::vector<std::int32_t>{15496, 50256, 995});  // the special token was parsed
+  write_text_file_atomic(dir.file("in.jsonl"), input);
+  const std::string common =
+      "generate --model " + model + " --max-new-tokens 6 --batch-size 2 < " + dir.file("in.jsonl");
+
+  // Checks that the program's lines are the input lines with the library's generations added.
+  auto check_lines = [&](const Run& r, const std::vector<Generation>& expected) {
+    INFO(r.output);
+    REQUIRE(r.status == 0);
+    const auto lines = json_lines(r.output);
+    REQUIRE(lines.size() == expected.size());
+    for (std::size_t i = 0; i < lines.size(); ++i) {
+      INFO("line " << i + 1);
+      CHECK_FALSE(lines[i].contains("error"));
+      CHECK(lines[i]["ids"].get<std::vector<std::int32_t>>() == expected[i].ids);
+      CHECK(lines[i]["text"] == tok.decode_lossy(expected[i].ids));
+      if (i < sources.size()) {
+        CHECK(lines[i]["source"] == sources[i]);
+        CHECK(lines[i]["id"] == i);
+      }
+    }
+    return lines;
+  };
+
+  GenerateConfig cfg;
+  cfg.max_new_tokens = 6;
+  cfg.ban_ids = {198, 628};
+  const auto greedy = check_lines(run(common + " --prefix " + dir.file("p.safetensors") + " --ban-ids 198,628"),
+                                  generate_alone(m, dir.file("p.safetensors"), prompts, cfg));
+  CHECK(greedy[0]["ids"].size() > 0);
+  cfg.ban_ids.clear();
+  const auto bare = check_lines(run(common + " --greedy"), generate_alone(m, "", prompts, cfg));
+  CHECK(bare[0]["ids"] != greedy[0]["ids"]);  // the prefix changes what the model says
+
+  // --eos-id: a token the bare model says on line 1 ends that line there, without the end token.
+  const auto eos = bare[0]["ids"][2].get<std::int32_t>();
+  cfg.eos_id = eos;
+  const auto ended = check_lines(run(common + " --eos-id " + std::to_string(eos)), generate_alone(m, "", prompts, cfg));
+  const auto first = bare[0]["ids"].get<std::vector<std::int32_t>>();
+  CHECK(ended[0]["ids"].get<std::vector<std::int32_t>>() ==
+        std::vector<std::int32_t>(first.begin(), std::find(first.begin(), first.end(), eos)));
+  cfg.eos_id = 50256;
+
+  cfg.num_beams = 3;
+  cfg.length_penalty = 0.5;
+  check_lines(run(common + " --prefix " + dir.file("p.safetensors") + " --beam 3 --length-penalty 0.5"),
+              generate_alone(m, dir.file("p.safetensors"), prompts, cfg));
+
+  // Sampling: one batch (--batch-size 8) samples exactly as one library call with the same seed, twice alike.
+  cfg = GenerateConfig{};
+  cfg.max_new_tokens = 6;
+  cfg.sample = true;
+  cfg.temperature = 1.5;
+  cfg.top_k = 100;
+  cfg.seed = 7;
+  std::vector<GenerationRequest> requests;
+  for (const auto& p : prompts) requests.push_back(GenerationRequest{p, kNoPrefix});
+  const std::string sample_args = "generate --model " + model + " --max-new-tokens 6 --batch-size 8 --temperature " +
+                                  "1.5 --top-k 100 --seed 7 < " + dir.file("in.jsonl");
+  const auto sampled = check_lines(run(sample_args), generate(m, PrefixBank<float>(m.config), requests, cfg));
+  CHECK(json_lines(run(sample_args).output) == sampled);
+  CHECK(sampled != bare);
+  Run other = run("generate --model " + model + " --max-new-tokens 6 --seed 8 < " + dir.file("in.jsonl"));
+  REQUIRE(other.status == 0);
+  CHECK(json_lines(other.output) != sampled);
+
+  // Bad lines are written back with "error", in place; the others are served in order.
+  std::string too_long(2000, ' ');
+  for (std::size_t i = 0; i < too_long.size(); i += 5) too_long.replace(i, 5, " word");
+  write_text_file_atomic(dir.file("bad.jsonl"),
+                         "{\"source\": \"name : Zizzi\"}\n"
+                         "this is not JSON\n"
+                         "{\"text\": \"neither field\", \"n\": 3}\n"
+                         "\n"
+                         "{\"prompt\": \"" +
+                             too_long +
+                             "\"}\n"
+                             "{\"prompt\": \"\"}\n"
+                             "{\"source\": 42}\n"
+                             "[1, 2]\n"
+                             "{\"source\": \"name : Aromi | area : riverside\"}\n");
+  Run r = run("generate --model " + model + " --max-new-tokens 6 --batch-size 1 < " + dir.file("bad.jsonl"));
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  const auto lines = json_lines(r.output);
+  REQUIRE(lines.size() == 8);
+  CHECK(lines[0]["ids"] == bare[2]["ids"]);
+  CHECK(lines[1]["error"].get<std::string>().find("stdin:2: invalid JSON") != std::string::npos);
+  CHECK(lines[1]["input"] == "this is not JSON");
+  CHECK(lines[2]["error"].get<std::string>().find("found neither") != std::string::npos);
+  CHECK(lines[2]["n"] == 3);
+  CHECK(lines[3]["error"].get<std::string>().find("request 5 has a prompt of 400 tokens") != std::string::npos);
+  CHECK(lines[4]["error"].get<std::string>().find("request 6 has an empty prompt") != std::string::npos);
+  CHECK(lines[5]["error"].get<std::string>().find("\"source\" is not a string") != std::string::npos);
+  CHECK(lines[6]["error"].get<std::string>().find("expected a JSON object") != std::string::npos);
+  CHECK(lines[7]["ids"] == bare[1]["ids"]);
+  for (std::size_t i : {0, 7}) CHECK_FALSE(lines[i].contains("error"));
+  for (std::size_t i = 1; i < 7; ++i) CHECK_FALSE(lines[i].contains("ids"));
+
+  // Flags that contradict each other, a missing model and the help text.
+  for (const char* flags : {"--greedy --beam 2", "--beam 2 --seed 1", "--greedy --top-p 0.9"}) {
+    r = run("generate --model " + model + " --max-new-tokens 2 " + flags + " < " + dir.file("in.jsonl"));
+    CHECK(r.status != 0);
+    CHECK(r.output.find("excludes") != std::string::npos);
+  }
+  r = run("generate --model " + dir.file("nowhere") + " --max-new-tokens 2 < " + dir.file("in.jsonl"));
+  CHECK(r.status == 1);
+  CHECK(r.output.find("nowhere") != std::string::npos);
+  r = run("generate --model " + model + " --prefix " + dir.file("none.safetensors") + " --max-new-tokens 2 < " +
+          dir.file("in.jsonl"));
+  CHECK(r.status == 1);
+  CHECK(r.output.find("none.safetensors") != std::string::npos);
+  CHECK(run("generate --help").output.find("--max-new-tokens") != std::string::npos);
+}
+
+TEST_CASE("serve_many_prefixes: mixed users in one batch, each as if served alone; unknown users get an error") {
+  TempDir dir;
+  const std::string model = make_model(dir);
+  const auto m = load_gpt2<float>(model);
+  const auto tok = Gpt2Tokenizer::load_dir(model);
+  fs::create_directories(dir.file("prefixes"));
+  save_random_prefix(model, dir.file("prefixes/alice.safetensors"), 2, 21, false);  // a prefix file
+  save_random_prefix(model, dir.file("prefixes/bob"), 5, 22, true);                 // a PEFT adapter folder
+  const std::vector<std::pair<std::string, std::string>> requests = {{"alice", "name : Blue Spice | Type : pub"},
+                                                                     {"bob", "name : Blue Spice | Type : pub"},
+                                                                     {"carol", "name : Zizzi"},
+                                                                     {"bob", "name : Aromi | area : riverside"},
+                                                                     {"alice", "name : Zizzi"},
+                                                                     {"../prefixes/alice", "name : Zizzi"},
+                                                                     {"bob", "name : The Eagle"}};
+  std::string input;
+  for (const auto& [user, source] : requests) input += nlohmann::json{{"user", user}, {"source", source}}.dump() + "\n";
+  write_text_file_atomic(dir.file("requests.jsonl"), input);
+  const std::string args = "--model " + model + " --prefixes " + dir.file("prefixes") + " --max-new-tokens 5";
+
+  for (const std::string beam : {"1", "2"}) {
+    const Run r =
+        run_program(PREFIXTUNE_SERVE, args + " --batch-size 3 --beam " + beam + " < " + dir.file("requests.jsonl"));
+    INFO(r.output);
+    REQUIRE(r.status == 0);
+    CHECK(r.output.find("7 requests (2 errors), 2 users' prefixes loaded, 2 batches") != std::string::npos);
+    const auto lines = json_lines(r.output);
+    REQUIRE(lines.size() == requests.size());
+    GenerateConfig cfg;
+    cfg.max_new_tokens = 5;
+    cfg.num_beams = std::stoi(beam);
+    std::vector<std::vector<std::int32_t>> seen;
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      const auto& [user, source] = requests[i];
+      INFO("request " << i + 1 << " of " << user);
+      CHECK(lines[i]["user"] == user);
+      CHECK(lines[i]["source"] == source);
+      if (user == "carol" || user[0] == '.') {
+        REQUIRE(lines[i].contains("error"));
+        CHECK(lines[i]["error"].get<std::string>().find(
+                  user == "carol" ? "user 'carol' has no prefix" : "cannot name a prefix file") != std::string::npos);
+        CHECK_FALSE(lines[i].contains("ids"));
+        continue;
+      }
+      const std::string path = dir.file(user == "alice" ? "prefixes/alice.safetensors" : "prefixes/bob");
+      const Generation g = generate_alone(m, path, {source_prompt(tok, source)}, cfg).at(0);
+      CHECK(lines[i]["ids"].get<std::vector<std::int32_t>>() == g.ids);
+      CHECK(lines[i]["text"] == tok.decode_lossy(g.ids));
+      seen.push_back(g.ids);
+    }
+    CHECK(seen.at(0) != seen.at(1));  // the same source, two users' prefixes
+  }
+  Run r = run_program(PREFIXTUNE_SERVE, "--model " + model + " --prefixes " + dir.file("nowhere"));
+  CHECK(r.status == 1);
+  CHECK(r.output.find("nowhere") != std::string::npos);
+  CHECK(run_program(PREFIXTUNE_SERVE, "--help").output.find("U.safetensors") != std::string::npos);
 }
