@@ -126,6 +126,7 @@ PendingLine parse_generate_line(const std::string& line, std::size_t n, const Mo
     const std::string text = p.out[key].get<std::string>();
     p.request.prompt = has_source ? source_prompt(m.tok, text) : m.tok.encode(text, /*parse_special=*/true);
     p.request.prefix = prefix_index;
+    p.request.stream = static_cast<std::int64_t>(n);       // sampling draws depend on the line, not on the batching
     check_generation_request(m.gpt2, bank, p.request, n);  // "request n": n is the input line
     p.ok = true;
   } catch (const std::exception& e) {
@@ -173,11 +174,9 @@ int cmd_generate(const std::string& model_dir, const std::string& prefix_path, G
   const std::int64_t prefix_index =
       prefix_path.empty() ? kNoPrefix : bank.add(load_prefix<float>(prefix_path, m.gpt2.config), prefix_path);
   cfg.validate(m.gpt2.config.vocab_size);
-  const std::uint64_t seed = cfg.seed;
   std::vector<PendingLine> pending;
   std::int64_t ready = 0, batches = 0, tokens = 0, requests = 0, errors = 0;
   const auto flush = [&] {
-    cfg.seed = seed + static_cast<std::uint64_t>(batches);  // rows of different batches sample independently
     tokens += serve_batch(pending, m, bank, cfg);
     batches += ready > 0;
     ready = 0;
@@ -292,8 +291,9 @@ int main(int argc, char** argv) {
                     ->check(CLI::NonNegativeNumber);
   auto* top_p = gen->add_option("--top-p", gen_cfg.top_p, "sampling: keep the most likely tokens up to mass P")
                     ->check(CLI::Range(0.0, 1.0));
-  auto* seed = gen->add_option("--seed", gen_cfg.seed,
-                               "sampling seed (the same input, seed and --batch-size give the same output)");
+  auto* seed = gen->add_option(
+      "--seed", gen_cfg.seed,
+      "sampling seed (line n samples from stream n: the same input and seed give the same output at any --batch-size)");
   for (CLI::Option* s : {temperature, top_k, top_p, seed}) {
     s->excludes(greedy);
     s->excludes(beam);

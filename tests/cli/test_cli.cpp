@@ -236,11 +236,15 @@ TEST_CASE("prefixtune generate: greedy, beam and seeded sampling equal the libra
   cfg.top_k = 100;
   cfg.seed = 7;
   std::vector<GenerationRequest> requests;
-  for (const auto& p : prompts) requests.push_back(GenerationRequest{p, kNoPrefix});
+  for (const auto& p : prompts)  // line n of the input samples from stream n
+    requests.push_back(GenerationRequest{p, kNoPrefix, static_cast<std::int64_t>(requests.size() + 1)});
   const std::string sample_args = "generate --model " + model + " --max-new-tokens 6 --batch-size 8 --temperature " +
                                   "1.5 --top-k 100 --seed 7 < " + dir.file("in.jsonl");
   const auto sampled = check_lines(run(sample_args), generate(m, PrefixBank<float>(m.config), requests, cfg));
   CHECK(json_lines(run(sample_args).output) == sampled);
+  const std::string one_by_one = "generate --model " + model + " --max-new-tokens 6 --batch-size 1 --temperature " +
+                                 "1.5 --top-k 100 --seed 7 < " + dir.file("in.jsonl");
+  CHECK(json_lines(run(one_by_one).output) == sampled);  // batching does not change what a line samples
   CHECK(sampled != bare);
   Run other = run("generate --model " + model + " --max-new-tokens 6 --seed 8 < " + dir.file("in.jsonl"));
   REQUIRE(other.status == 0);
