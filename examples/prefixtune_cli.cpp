@@ -85,14 +85,6 @@ int cmd_train(const std::string& model_dir, const std::string& train_path, const
   return 0;
 }
 
-/// The paper's decoding prompt for a table source: the training example's ids (encode_example) up to and
-/// including the first <|endoftext|>, i.e. ' ' + source + ' ' encoded as text, then the end token.
-std::vector<std::int32_t> source_prompt(const Gpt2Tokenizer& tok, const std::string& source) {
-  const Example ex = encode_example(tok, TextPair{source, "", 0});
-  const auto eot = std::find(ex.ids.begin(), ex.ids.end(), tok.eot_id());
-  return std::vector<std::int32_t>(ex.ids.begin(), eot + 1);
-}
-
 /// One input line of `generate`: its JSON object (to be written back with "text"/"ids" or "error") and, when
 /// the line is good, its request.
 struct PendingLine {
@@ -124,7 +116,7 @@ PendingLine parse_generate_line(const std::string& line, std::size_t n, const Mo
     const char* key = has_source ? "source" : "prompt";
     PREFIXTUNE_CHECK(p.out[key].is_string(), "stdin:", n, ": field \"", key, "\" is not a string");
     const std::string text = p.out[key].get<std::string>();
-    p.request.prompt = has_source ? source_prompt(m.tok, text) : m.tok.encode(text, /*parse_special=*/true);
+    p.request.prompt = has_source ? encode_source_prompt(m.tok, text) : m.tok.encode(text, /*parse_special=*/true);
     p.request.prefix = prefix_index;
     p.request.stream = static_cast<std::int64_t>(n);       // sampling draws depend on the line, not on the batching
     check_generation_request(m.gpt2, bank, p.request, n);  // "request n": n is the input line

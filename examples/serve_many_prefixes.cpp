@@ -151,9 +151,7 @@ Pending parse_line(const std::string& line, std::size_t n, const Gpt2<float>& mo
                          p.out.contains("source") && p.out["source"].is_string(),
                      "stdin:", n, ": expected an object with string fields \"user\" and \"source\"");
     p.request.prefix = users.index(p.out["user"].get<std::string>());
-    // The paper's prompt: the training example (encode_example) up to and including its first <|endoftext|>.
-    const Example ex = encode_example(tok, TextPair{p.out["source"].get<std::string>(), "", n});
-    p.request.prompt.assign(ex.ids.begin(), std::find(ex.ids.begin(), ex.ids.end(), tok.eot_id()) + 1);
+    p.request.prompt = encode_source_prompt(tok, p.out["source"].get<std::string>());  // the paper's prompt
     check_generation_request(model, users.bank(), p.request, n);  // "request n": n is the input line
     p.ok = true;
   } catch (const std::exception& e) {

@@ -81,6 +81,9 @@ TEST_CASE("dataset: the paper's training text, labels only on the target") {
   // "<|endoftext|>" typed inside a source stays text: the label boundary is still the separator.
   const Example odd = encode_example(tok, TextPair{"a <|endoftext|> b", "c", 2});
   CHECK(std::count(odd.ids.begin(), odd.ids.end(), tok.eot_id()) == 2);
+  // The decoding prompt is the example up to and including its separator.
+  CHECK(encode_source_prompt(tok, pair.source) == std::vector<std::int32_t>(ex.ids.begin(), ex.ids.begin() + sep + 1));
+  CHECK(encode_source_prompt(tok, pair.source) == tok.encode(" " + pair.source + " <|endoftext|>", true));
 }
 
 TEST_CASE("dataset: maximum length policies") {

@@ -132,6 +132,14 @@ inline Example encode_example(const Gpt2Tokenizer& tok, const TextPair& pair, st
   return example_from_ids(std::move(source), target, eot, pair.line);
 }
 
+/// The paper's decoding prompt for a source: ' ' + source + ' <|endoftext|>', i.e. a training example
+/// (encode_example) up to and including its first <|endoftext|>; generation continues with the target.
+inline std::vector<std::int32_t> encode_source_prompt(const Gpt2Tokenizer& tok, const std::string& source) {
+  std::vector<std::int32_t> ids = tok.encode(" " + source + " ");
+  ids.push_back(tok.eot_id());
+  return ids;
+}
+
 /// Encodes every pair; with LengthPolicy::Skip, skipped examples are left out and counted in *skipped.
 inline std::vector<Example> encode_examples(const Gpt2Tokenizer& tok, const std::vector<TextPair>& pairs,
                                             std::size_t max_length = 0, LengthPolicy policy = LengthPolicy::Error,
