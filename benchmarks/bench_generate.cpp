@@ -101,7 +101,13 @@ void BM_generate_many_prefixes(benchmark::State& state) {
 }  // namespace
 
 // Each batch-1 iteration is ~64 decode steps of GPT-2 small (seconds on 2 cores): a few iterations suffice.
-BENCHMARK(BM_generate_batch1)->Arg(0)->Arg(1)->ArgName("prefix")->MinTime(3.0)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_generate_batch1)
+    ->Arg(0)
+    ->Arg(1)
+    ->ArgName("prefix")
+    ->MinTime(3.0)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_generate_many_prefixes)
     ->Arg(0)
     ->Arg(1)

@@ -56,10 +56,11 @@ void check_gemm(Trans ta, Trans tb, std::int64_t m, std::int64_t n, std::int64_t
 
 TEST_CASE_TEMPLATE("gemm matches a naive double loop on odd shapes, all transposes, alpha and beta", T, float, double) {
   Rng rng(2024);
-  // the last two are GEMVs above kGemvParallelMin: split over the threads in output blocks
-  const std::int64_t shapes[][3] = {{1, 1, 1},    {7, 5, 3},      {1, 33, 17},  {29, 1, 13},   {17, 19, 1},
-                                    {64, 48, 96}, {65, 130, 67},  {3, 257, 5},  {131, 7, 200}, {0, 4, 3},
-                                    {4, 3, 0},    {1, 1001, 300}, {999, 1, 257}};
+  // then GEMVs above kGemvParallelMin (split over the threads in output blocks) and skinny A B^T products above
+  // kSkinnyMinWork (dot products per row of B) next to their other transposes (BLAS)
+  const std::int64_t shapes[][3] = {{1, 1, 1},    {7, 5, 3},      {1, 33, 17},   {29, 1, 13},     {17, 19, 1},
+                                    {64, 48, 96}, {65, 130, 67},  {3, 257, 5},   {131, 7, 200},   {0, 4, 3},
+                                    {4, 3, 0},    {1, 1001, 300}, {999, 1, 257}, {5, 1100, 1000}, {8, 1031, 1030}};
   const double ab[][2] = {{1.0, 0.0}, {0.5, 1.0}, {-1.5, 0.25}};
   for (Trans ta : {Trans::N, Trans::T})
     for (Trans tb : {Trans::N, Trans::T})

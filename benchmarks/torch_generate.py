@@ -1,0 +1,147 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""PyTorch baseline for bench_generate's batch-1 workload: greedy decoding of GPT-2 small with a KV cache.
+
+GPT-2 small shape (12 layers, C=768, 12 heads, V=50257, n_positions=1024), random weights, float32, eager mode,
+no autograd (torch.no_grad, as HuggingFace's generate).  Written the way HuggingFace's GPT2LMHeadModel decodes
+with use_cache=True: Conv1D = addmm, per layer the past keys / values (B, NH, past, HS) are concatenated with the
+new ones every step (torch.cat, as GPT2Attention with layer_past), scores = q k^T / sqrt(HS), causal mask only
+while the prompt runs, softmax, @ v; gelu_new; logits = ln_f(h) @ wte^T.  Prompt 32 random tokens, then exactly
+64 new tokens (greedy argmax, the end token 50256 banned, as bench_generate's min_new_tokens does).  Only the last
+position's logits are computed in the prompt pass (HF computes all of them: this favours PyTorch slightly).
+
+--prefix P (default 0) serves a merged prefix the way PEFT does: its (NH, P, HS) keys / values per layer are the
+initial past_key_values and real tokens take positions P.. .
+
+    /usr/bin/python3 benchmarks/torch_generate.py [--threads 2] [--runs 3] [--prefix 0]
+
+The last line of stdout is JSON: tokens_per_s (new tokens per second, mean over the timed runs), run_ms,
+run_ms_min, ms_per_token, threads, torch, and the config.
+"""
+
+import argparse
+import json
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def gelu_new(x):
+    return F.gelu(x, approximate="tanh")  # == 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3)))
+
+
+class GPT2:
+    def __init__(self, L, C, NH, V, NP, gen):
+        self.L, self.C, self.NH, self.HS = L, C, NH, C // NH
+
+        def n(*shape, std=0.02):
+            return torch.randn(*shape, generator=gen) * std
+
+        self.wte = n(V, C)
+        self.wpe = n(NP, C, std=0.01)
+        self.layers = []
+        for _ in range(L):
+            self.layers.append(dict(
+                ln1_w=torch.ones(C), ln1_b=torch.zeros(C),
+                attn_w=n(C, 3 * C), attn_b=torch.zeros(3 * C),
+                proj_w=n(C, C), proj_b=torch.zeros(C),
+                ln2_w=torch.ones(C), ln2_b=torch.zeros(C),
+                fc_w=n(C, 4 * C), fc_b=torch.zeros(4 * C),
+                fc2_w=n(4 * C, C), fc2_b=torch.zeros(C)))
+        self.lnf_w, self.lnf_b = torch.ones(C), torch.zeros(C)
+
+    def forward(self, ids, pos0, past):
+        """ids (B, T) at positions pos0..pos0+T-1; past: per layer (k, v) each (B, NH, past_len, HS) or None.
+        Returns the last position's logits (B, V) and the new past (the old one with these T tokens appended)."""
+        Bn, Tn = ids.shape
+        C, NH, HS = self.C, self.NH, self.HS
+        h = self.wte[ids] + self.wpe[pos0:pos0 + Tn][None]
+        scale = 1.0 / math.sqrt(HS)
+        presents = []
+        for i, p in enumerate(self.layers):
+            a = F.layer_norm(h, (C,), p["ln1_w"], p["ln1_b"], 1e-5)
+            qkv = torch.addmm(p["attn_b"], a.view(-1, C), p["attn_w"]).view(Bn, Tn, 3 * C)
+            q, k, v = qkv.split(C, dim=2)
+            q, k, v = [t.view(Bn, Tn, NH, HS).permute(0, 2, 1, 3) for t in (q, k, v)]
+            if past[i] is not None:  # GPT2Attention with layer_past
+                k = torch.cat((past[i][0], k), dim=-2)
+                v = torch.cat((past[i][1], v), dim=-2)
+            presents.append((k, v))
+            s = torch.matmul(q, k.transpose(-1, -2)) * scale
+            if Tn > 1:  # causal among the new tokens; everything in the past is visible
+                S = k.shape[-2]
+                causal = torch.ones(Tn, S, dtype=torch.bool).tril(S - Tn)
+                s = torch.where(causal, s, torch.tensor(torch.finfo(s.dtype).min))
+            o = torch.matmul(torch.softmax(s, dim=-1), v)
+            o = o.permute(0, 2, 1, 3).reshape(Bn * Tn, C)
+            h = h + torch.addmm(p["proj_b"], o, p["proj_w"]).view(Bn, Tn, C)
+            m = F.layer_norm(h, (C,), p["ln2_w"], p["ln2_b"], 1e-5)
+            m = gelu_new(torch.addmm(p["fc_b"], m.view(-1, C), p["fc_w"]))
+            h = h + torch.addmm(p["fc2_b"], m, p["fc2_w"]).view(Bn, Tn, C)
+        last = F.layer_norm(h[:, -1], (C,), self.lnf_w, self.lnf_b, 1e-5)
+        return last @ self.wte.t(), presents
+
+
+def greedy(model, prompt, new_tokens, prefix_kv, eos):
+    """prompt (1, T); prefix_kv: per layer (k, v) (1, NH, P, HS) or None. Returns the new token ids."""
+    past = prefix_kv if prefix_kv is not None else [None] * model.L
+    pos = prefix_kv[0][0].shape[2] if prefix_kv is not None else 0
+    ids, out = prompt, []
+    for _ in range(new_tokens):
+        logits, past = model.forward(ids, pos, past)
+        pos += ids.shape[1]
+        logits[:, eos] = -float("inf")  # exactly new_tokens tokens (min_new_tokens = max_new_tokens)
+        ids = logits.argmax(dim=-1, keepdim=True)
+        out.append(ids)
+    return torch.cat(out, dim=1)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=3, help="timed generate calls after one warm-up call")
+    ap.add_argument("--prompt", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--prefix", type=int, default=0, help="merged prefix length P as past_key_values (0: none)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    L, C, NH, V, NP, EOS = 12, 768, 12, 50257, 1024, 50256
+    model = GPT2(L, C, NH, V, NP, gen)
+    prompt = torch.randint(0, EOS, (1, args.prompt), generator=gen)
+    prefix_kv = None
+    if args.prefix > 0:
+        prefix_kv = [(torch.randn(1, NH, args.prefix, C // NH, generator=gen) * 0.5,
+                      torch.randn(1, NH, args.prefix, C // NH, generator=gen) * 0.5) for _ in range(L)]
+
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        greedy(model, prompt, args.new_tokens, prefix_kv, EOS)  # warm-up
+        warm_s = time.perf_counter() - t0
+        times = []
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            out = greedy(model, prompt, args.new_tokens, prefix_kv, EOS)
+            times.append(time.perf_counter() - t0)
+    assert out.shape == (1, args.new_tokens)
+    run_s = sum(times) / len(times)
+    print("warm-up run %.1f ms; run times ms: %s" % (warm_s * 1e3, ", ".join("%.1f" % (t * 1e3) for t in times)))
+    print(json.dumps({
+        "tokens_per_s": round(args.new_tokens / run_s, 3),
+        "run_ms": round(run_s * 1e3, 2),
+        "run_ms_min": round(min(times) * 1e3, 2),
+        "ms_per_token": round(run_s * 1e3 / args.new_tokens, 3),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "workload": "generate", "batch": 1, "prompt": args.prompt, "new_tokens": args.new_tokens,
+        "prefix": args.prefix, "runs": args.runs,
+    }))
+
+
+if __name__ == "__main__":
+    main()
