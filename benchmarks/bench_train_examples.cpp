@@ -64,8 +64,7 @@ void BM_train_examples(benchmark::State& state) {
     auto result = train_prefix(model, encoder, data, {}, cfg);
     benchmark::DoNotOptimize(result.losses.data());
   }
-  state.counters["examples/s"] =
-      benchmark::Counter(double(kExamples), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["examples/s"] = benchmark::Counter(double(kExamples), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["labelled_fraction"] = double(labels) / double(tokens);
 }
 
