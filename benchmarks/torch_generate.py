@@ -27,31 +27,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-
-def gelu_new(x):
-    return F.gelu(x, approximate="tanh")  # == 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3)))
+from torch_gpt2_weights import Gpt2Weights, gelu_new
 
 
-class GPT2:
-    def __init__(self, L, C, NH, V, NP, gen):
-        self.L, self.C, self.NH, self.HS = L, C, NH, C // NH
-
-        def n(*shape, std=0.02):
-            return torch.randn(*shape, generator=gen) * std
-
-        self.wte = n(V, C)
-        self.wpe = n(NP, C, std=0.01)
-        self.layers = []
-        for _ in range(L):
-            self.layers.append(dict(
-                ln1_w=torch.ones(C), ln1_b=torch.zeros(C),
-                attn_w=n(C, 3 * C), attn_b=torch.zeros(3 * C),
-                proj_w=n(C, C), proj_b=torch.zeros(C),
-                ln2_w=torch.ones(C), ln2_b=torch.zeros(C),
-                fc_w=n(C, 4 * C), fc_b=torch.zeros(4 * C),
-                fc2_w=n(4 * C, C), fc2_b=torch.zeros(C)))
-        self.lnf_w, self.lnf_b = torch.ones(C), torch.zeros(C)
-
+class GPT2(Gpt2Weights):
     def forward(self, ids, pos0, past):
         """ids (B, T) at positions pos0..pos0+T-1; past: per layer (k, v) each (B, NH, past_len, HS) or None.
         Returns the last position's logits (B, V) and the new past (the old one with these T tokens appended)."""
