@@ -214,43 +214,16 @@ TrainableGpt2 init_trainable(const Gpt2Config& config, std::uint64_t seed, Param
     fill_normal(b.attn_proj_w, proj_rng, 0.0, proj_std);
     fill_normal(b.mlp_proj_w, proj_rng, 0.0, proj_std);
   }
-  TrainableGpt2 m;
-  m.config = config;
-  m.h.resize(init.h.size());
+  TrainableGpt2 m = make_trainable(init);  // shares init's storage, which outlives this function through the Vars
   const auto keys = detail::gpt2_weight_shapes(config);
-  const auto src = detail::gpt2_weight_slots(init);
-  std::vector<Var<float>*> dst = {&m.wte, &m.wpe};
-  for (auto& b : m.h) {
-    for (Var<float>* v : {&b.ln_1_w, &b.ln_1_b, &b.attn_w, &b.attn_b, &b.attn_proj_w, &b.attn_proj_b, &b.ln_2_w,
-                          &b.ln_2_b, &b.fc_w, &b.fc_b, &b.mlp_proj_w, &b.mlp_proj_b})
-      dst.push_back(v);
-  }
-  dst.push_back(&m.ln_f_w);
-  dst.push_back(&m.ln_f_b);
-  for (std::size_t i = 0; i < dst.size(); ++i) {
-    *dst[i] = Var<float>(*src[i], true, keys[i].first);
-    params.all.push_back(*dst[i]);
+  const auto slots = detail::gpt2_weight_slots(m);
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    params.all.push_back(*slots[i]);
     // Weight decay on the block matrices only: not on biases, LayerNorm, or the (tied) embeddings.
-    const bool matrix = src[i]->rank() == 2 && keys[i].first.rfind("h.", 0) == 0;
-    (matrix ? params.decay : params.no_decay).push_back(*dst[i]);
+    const bool matrix = slots[i]->value().rank() == 2 && keys[i].first.rfind("h.", 0) == 0;
+    (matrix ? params.decay : params.no_decay).push_back(*slots[i]);
   }
   return m;
-}
-
-/// A frozen model sharing the trainable model's storage (optimizer steps show through): for saving and generating.
-Gpt2<float> frozen_view(const TrainableGpt2& m) {
-  Gpt2<float> f;
-  f.config = m.config;
-  f.wte = m.wte.value();
-  f.wpe = m.wpe.value();
-  f.ln_f_w = m.ln_f_w.value();
-  f.ln_f_b = m.ln_f_b.value();
-  for (const auto& b : m.h) {
-    f.h.push_back({b.ln_1_w.value(), b.ln_1_b.value(), b.attn_w.value(), b.attn_b.value(), b.attn_proj_w.value(),
-                   b.attn_proj_b.value(), b.ln_2_w.value(), b.ln_2_b.value(), b.fc_w.value(), b.fc_b.value(),
-                   b.mlp_proj_w.value(), b.mlp_proj_b.value()});
-  }
-  return f;
 }
 
 /// Mean next-token loss (nats per token) over the validation blocks, batch at a time, no gradients.

@@ -279,6 +279,52 @@ TEST_CASE("prefix encoder: shapes, PyTorch default init ranges, merge, frozen mo
   CHECK(loss_of(t1, enc.forward(t1)).value().item() == doctest::Approx(loss_of(t2, merged.table).value().item()));
 }
 
+TEST_CASE("make_trainable and frozen_view share the weights; gradients reach every weight, the tied wte twice") {
+  Rng rng(4);
+  auto m = random_gpt2<double>(tiny_config(), rng);
+  for (auto& b : m.h) fill_normal(b.attn_w, rng, 0.0, 0.3);
+  auto t = make_trainable(m);
+  const Batch batch = random_batch(2, 6, m.config.vocab_size, rng);
+  auto loss_of = [&]() {
+    NoGradGuard no_grad;
+    Tape<double> tape;
+    auto h = gpt2_hidden(tape, t, batch.ids, batch.mask, PrefixKv<double>(), 0);
+    return gpt2_loss(tape, t, h, batch.targets, Reduction::MeanPerToken).value().item();
+  };
+  {
+    Tape<double> tape;
+    auto h = gpt2_hidden(tape, t, batch.ids, batch.mask, PrefixKv<double>(), 0);
+    tape.backward(gpt2_loss(tape, t, h, batch.targets, Reduction::MeanPerToken));
+  }
+  const auto keys = detail::gpt2_weight_shapes(m.config);
+  const auto params = detail::gpt2_weight_slots(t);
+  const auto weights = detail::gpt2_weight_slots(m);
+  REQUIRE(params.size() == keys.size());
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    CAPTURE(keys[i].first);
+    CHECK(params[i]->name() == keys[i].first);
+    CHECK(params[i]->value().data() == weights[i]->data());  // shared, not copied
+    REQUIRE(params[i]->grad().defined());
+    double norm = 0;
+    for (double g : params[i]->grad().to_vector()) norm += g * g;
+    CHECK(norm > 0);
+    // central difference on one element, perturbing the frozen model's tensor (the trainable one sees it)
+    const std::int64_t at = static_cast<std::int64_t>(rng.below(static_cast<std::uint64_t>(weights[i]->numel())));
+    double& w = weights[i]->data()[at];
+    const double saved = w, eps = 1e-6;
+    w = saved + eps;
+    const double up = loss_of();
+    w = saved - eps;
+    const double down = loss_of();
+    w = saved;
+    CHECK(params[i]->grad().data()[at] == doctest::Approx((up - down) / (2 * eps)).epsilon(1e-6).scale(1e-3));
+  }
+  const Gpt2<double> f = frozen_view(t);
+  CHECK(f.wte.data() == m.wte.data());
+  CHECK(f.h[1].mlp_proj_b.data() == m.h[1].mlp_proj_b.data());
+  CHECK(!f.lm_head.defined());  // tied stays tied
+}
+
 TEST_CASE("a GPT-2 small (124M config, random weights) runs a full prefix-tuning step") {
   Rng rng(5);
   const auto m = random_gpt2<float>(Gpt2Config::gpt2_small(), rng);

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "prefixtune/autograd/functions.hpp"
@@ -45,6 +47,79 @@ struct Gpt2 {
   /// The matrix the LM head multiplies by: lm_head when present, else the tied wte.
   const Param& head() const { return detail::value_of(lm_head).defined() ? lm_head : wte; }
 };
+
+namespace detail {
+
+/// The HuggingFace key of every GPT-2 weight (without any "transformer." prefix) and its shape.
+inline std::vector<std::pair<std::string, Shape>> gpt2_weight_shapes(const Gpt2Config& c) {
+  const std::int64_t C = c.n_embd;
+  std::vector<std::pair<std::string, Shape>> v = {{"wte.weight", {c.vocab_size, C}},
+                                                  {"wpe.weight", {c.n_positions, C}}};
+  for (std::int64_t i = 0; i < c.n_layer; ++i) {
+    const std::string p = "h." + std::to_string(i) + ".";
+    v.push_back({p + "ln_1.weight", {C}});
+    v.push_back({p + "ln_1.bias", {C}});
+    v.push_back({p + "attn.c_attn.weight", {C, 3 * C}});
+    v.push_back({p + "attn.c_attn.bias", {3 * C}});
+    v.push_back({p + "attn.c_proj.weight", {C, C}});
+    v.push_back({p + "attn.c_proj.bias", {C}});
+    v.push_back({p + "ln_2.weight", {C}});
+    v.push_back({p + "ln_2.bias", {C}});
+    v.push_back({p + "mlp.c_fc.weight", {C, 4 * C}});
+    v.push_back({p + "mlp.c_fc.bias", {4 * C}});
+    v.push_back({p + "mlp.c_proj.weight", {4 * C, C}});
+    v.push_back({p + "mlp.c_proj.bias", {C}});
+  }
+  v.push_back({"ln_f.weight", {C}});
+  v.push_back({"ln_f.bias", {C}});
+  return v;
+}
+
+/// Pointers to the model's weights in the order of gpt2_weight_shapes (lm_head not included); const pointers for a
+/// const model.
+template <class Model>
+auto gpt2_weight_slots(Model& m) {
+  std::vector<decltype(&m.wte)> v = {&m.wte, &m.wpe};
+  for (auto& b : m.h) {
+    for (auto* t : {&b.ln_1_w, &b.ln_1_b, &b.attn_w, &b.attn_b, &b.attn_proj_w, &b.attn_proj_b, &b.ln_2_w, &b.ln_2_b,
+                    &b.fc_w, &b.fc_b, &b.mlp_proj_w, &b.mlp_proj_b})
+      v.push_back(t);
+  }
+  v.push_back(&m.ln_f_w);
+  v.push_back(&m.ln_f_b);
+  return v;
+}
+
+}  // namespace detail
+
+/// Trainable weights sharing storage with `m` (an optimizer step on them changes m): every weight becomes a Var
+/// with requires_grad, named by its HuggingFace key (full fine-tuning, pretraining). A tied head stays tied.
+template <class T, class Device>
+Gpt2<T, Device, Var<T, Device>> make_trainable(Gpt2<T, Device>& m) {
+  Gpt2<T, Device, Var<T, Device>> t;
+  t.config = m.config;
+  t.h.resize(m.h.size());
+  const auto keys = detail::gpt2_weight_shapes(m.config);
+  const auto src = detail::gpt2_weight_slots(m);
+  const auto dst = detail::gpt2_weight_slots(t);
+  for (std::size_t i = 0; i < src.size(); ++i) *dst[i] = Var<T, Device>(*src[i], true, keys[i].first);
+  if (m.lm_head.defined()) t.lm_head = Var<T, Device>(m.lm_head, true, "lm_head.weight");
+  return t;
+}
+
+/// Frozen weights sharing storage with a trainable model (what training changes shows through), for saving
+/// (save_gpt2), scoring and generation.
+template <class T, class Device>
+Gpt2<T, Device> frozen_view(const Gpt2<T, Device, Var<T, Device>>& m) {
+  Gpt2<T, Device> f;
+  f.config = m.config;
+  f.h.resize(m.h.size());
+  const auto from = detail::gpt2_weight_slots(m);
+  const auto to = detail::gpt2_weight_slots(f);
+  for (std::size_t i = 0; i < from.size(); ++i) *to[i] = from[i]->value();
+  if (m.lm_head.defined()) f.lm_head = m.lm_head.value();
+  return f;
+}
 
 namespace detail {
 

@@ -35,45 +35,6 @@ inline Gpt2Config load_gpt2_config(const std::string& dir) {
 
 namespace detail {
 
-/// The HuggingFace key of every GPT-2 weight (without any "transformer." prefix) and its shape.
-inline std::vector<std::pair<std::string, Shape>> gpt2_weight_shapes(const Gpt2Config& c) {
-  const std::int64_t C = c.n_embd;
-  std::vector<std::pair<std::string, Shape>> v = {{"wte.weight", {c.vocab_size, C}},
-                                                  {"wpe.weight", {c.n_positions, C}}};
-  for (std::int64_t i = 0; i < c.n_layer; ++i) {
-    const std::string p = "h." + std::to_string(i) + ".";
-    v.push_back({p + "ln_1.weight", {C}});
-    v.push_back({p + "ln_1.bias", {C}});
-    v.push_back({p + "attn.c_attn.weight", {C, 3 * C}});
-    v.push_back({p + "attn.c_attn.bias", {3 * C}});
-    v.push_back({p + "attn.c_proj.weight", {C, C}});
-    v.push_back({p + "attn.c_proj.bias", {C}});
-    v.push_back({p + "ln_2.weight", {C}});
-    v.push_back({p + "ln_2.bias", {C}});
-    v.push_back({p + "mlp.c_fc.weight", {C, 4 * C}});
-    v.push_back({p + "mlp.c_fc.bias", {4 * C}});
-    v.push_back({p + "mlp.c_proj.weight", {4 * C, C}});
-    v.push_back({p + "mlp.c_proj.bias", {C}});
-  }
-  v.push_back({"ln_f.weight", {C}});
-  v.push_back({"ln_f.bias", {C}});
-  return v;
-}
-
-/// Pointers to the model's tensors in the order of gpt2_weight_shapes.
-template <class T, class Device>
-std::vector<Tensor<T, Device>*> gpt2_weight_slots(Gpt2<T, Device>& m) {
-  std::vector<Tensor<T, Device>*> v = {&m.wte, &m.wpe};
-  for (auto& b : m.h) {
-    for (Tensor<T, Device>* t : {&b.ln_1_w, &b.ln_1_b, &b.attn_w, &b.attn_b, &b.attn_proj_w, &b.attn_proj_b, &b.ln_2_w,
-                                 &b.ln_2_b, &b.fc_w, &b.fc_b, &b.mlp_proj_w, &b.mlp_proj_b})
-      v.push_back(t);
-  }
-  v.push_back(&m.ln_f_w);
-  v.push_back(&m.ln_f_b);
-  return v;
-}
-
 /// True for the non-weight buffers HuggingFace GPT-2 checkpoints may carry: h.{i}.attn.bias / masked_bias.
 inline bool is_gpt2_buffer(const std::string& key) {
   auto ends_with = [&](const std::string& s) {
