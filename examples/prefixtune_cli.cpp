@@ -11,7 +11,12 @@
 #include <string>
 #include <vector>
 
+#include "request_lines.hpp"
+
 using namespace prefixtune;
+using prefixtune_examples::parse_request_object;
+using prefixtune_examples::RequestLine;
+using prefixtune_examples::serve_request_lines;
 namespace fs = std::filesystem;
 
 namespace {
@@ -85,30 +90,11 @@ int cmd_train(const std::string& model_dir, const std::string& train_path, const
   return 0;
 }
 
-/// One input line of `generate`: its JSON object (to be written back with "text"/"ids" or "error") and, when
-/// the line is good, its request.
-struct PendingLine {
-  nlohmann::json out;
-  bool ok = false;
-  GenerationRequest request;
-};
-
 /// Parses and checks input line n; a bad line comes back with "error" set and ok = false.
-PendingLine parse_generate_line(const std::string& line, std::size_t n, const Model& m, const PrefixBank<float>& bank,
+RequestLine parse_generate_line(const std::string& line, std::size_t n, const Model& m, const PrefixBank<float>& bank,
                                 std::int64_t prefix_index) {
-  PendingLine p;
-  try {
-    p.out = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::exception& e) {
-    p.out = nlohmann::json{{"line", n}, {"input", line}};
-    p.out["error"] = detail::str_cat("stdin:", n, ": invalid JSON: ", e.what());
-    return p;
-  }
-  if (!p.out.is_object()) {
-    p.out = nlohmann::json{{"line", n}, {"input", line}};
-    p.out["error"] = detail::str_cat("stdin:", n, ": expected a JSON object with \"source\" or \"prompt\"");
-    return p;
-  }
+  RequestLine p;
+  if (!parse_request_object(line, n, "a JSON object with \"source\" or \"prompt\"", p)) return p;
   try {
     const bool has_source = p.out.contains("source"), has_prompt = p.out.contains("prompt");
     PREFIXTUNE_CHECK(has_source != has_prompt, "stdin:", n, ": expected exactly one of the fields \"source\" and ",
@@ -127,38 +113,6 @@ PendingLine parse_generate_line(const std::string& line, std::size_t n, const Mo
   return p;
 }
 
-/// Generates every good line of `lines` in one batch and writes all of them, in order, to stdout. A failure of
-/// the batch itself (after every request was checked) marks each of its lines with the error.
-std::int64_t serve_batch(std::vector<PendingLine>& lines, const Model& m, const PrefixBank<float>& bank,
-                         const GenerateConfig& cfg) {
-  std::vector<GenerationRequest> requests;
-  for (const auto& p : lines)
-    if (p.ok) requests.push_back(p.request);
-  std::vector<Generation> gens;
-  std::string failure;
-  try {
-    gens = generate(m.gpt2, bank, requests, cfg);
-  } catch (const std::exception& e) {
-    failure = e.what();
-  }
-  std::int64_t tokens = 0;
-  std::size_t r = 0;
-  for (auto& p : lines) {
-    if (p.ok && failure.empty()) {
-      const Generation& g = gens[r++];
-      p.out["text"] = m.tok.decode_lossy(g.ids);
-      p.out["ids"] = g.ids;
-      tokens += static_cast<std::int64_t>(g.ids.size());
-    } else if (p.ok) {
-      p.out["error"] = failure;
-    }
-    std::cout << p.out.dump() << "\n";
-  }
-  std::cout.flush();
-  lines.clear();
-  return tokens;
-}
-
 int cmd_generate(const std::string& model_dir, const std::string& prefix_path, GenerateConfig cfg,
                  std::int64_t batch_size) {
   const Model m = load_model(model_dir);
@@ -166,10 +120,10 @@ int cmd_generate(const std::string& model_dir, const std::string& prefix_path, G
   const std::int64_t prefix_index =
       prefix_path.empty() ? kNoPrefix : bank.add(load_prefix<float>(prefix_path, m.gpt2.config), prefix_path);
   cfg.validate(m.gpt2.config.vocab_size);
-  std::vector<PendingLine> pending;
+  std::vector<RequestLine> pending;
   std::int64_t ready = 0, batches = 0, tokens = 0, requests = 0, errors = 0;
   const auto flush = [&] {
-    tokens += serve_batch(pending, m, bank, cfg);
+    tokens += serve_request_lines(pending, m.gpt2, m.tok, bank, cfg).tokens;
     batches += ready > 0;
     ready = 0;
   };

@@ -21,8 +21,14 @@
 #include <string>
 #include <vector>
 
+#include "request_lines.hpp"
+
 using namespace prefixtune;
 namespace fs = std::filesystem;
+using prefixtune_examples::BatchResult;
+using prefixtune_examples::parse_request_object;
+using prefixtune_examples::RequestLine;
+using prefixtune_examples::serve_request_lines;
 
 namespace {
 
@@ -129,33 +135,20 @@ class Users {
   std::map<std::string, Entry> known_;
 };
 
-/// One request line: its JSON object (written back with "text"/"ids" or "error") and, when good, its request.
-struct Pending {
-  nlohmann::json out;
-  bool ok = false;
-  GenerationRequest request;
-};
-
-Pending parse_line(const std::string& line, std::size_t n, const Gpt2<float>& model, const Gpt2Tokenizer& tok,
-                   Users& users) {
-  Pending p;
+RequestLine parse_line(const std::string& line, std::size_t n, const Gpt2<float>& model, const Gpt2Tokenizer& tok,
+                       Users& users) {
+  RequestLine p;
+  const char* expected = "an object with string fields \"user\" and \"source\"";
+  if (!parse_request_object(line, n, expected, p)) return p;
   try {
-    p.out = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::exception& e) {
-    p.out = nlohmann::json{{"line", n}, {"input", line}};
-    p.out["error"] = detail::str_cat("stdin:", n, ": invalid JSON: ", e.what());
-    return p;
-  }
-  try {
-    PREFIXTUNE_CHECK(p.out.is_object() && p.out.contains("user") && p.out["user"].is_string() &&
-                         p.out.contains("source") && p.out["source"].is_string(),
-                     "stdin:", n, ": expected an object with string fields \"user\" and \"source\"");
+    PREFIXTUNE_CHECK(
+        p.out.contains("user") && p.out["user"].is_string() && p.out.contains("source") && p.out["source"].is_string(),
+        "stdin:", n, ": expected ", expected);
     p.request.prefix = users.index(p.out["user"].get<std::string>());
     p.request.prompt = encode_source_prompt(tok, p.out["source"].get<std::string>());  // the paper's prompt
     check_generation_request(model, users.bank(), p.request, n);  // "request n": n is the input line
     p.ok = true;
   } catch (const std::exception& e) {
-    if (!p.out.is_object()) p.out = nlohmann::json{{"line", n}, {"input", line}};
     p.out["error"] = e.what();
   }
   return p;
@@ -167,38 +160,13 @@ struct Totals {
 };
 
 /// One generate call for the good lines of `lines` (users mixed), then every line written in order.
-void serve_batch(std::vector<Pending>& lines, const Gpt2<float>& model, const Gpt2Tokenizer& tok,
+void serve_batch(std::vector<RequestLine>& lines, const Gpt2<float>& model, const Gpt2Tokenizer& tok,
                  const PrefixBank<float>& bank, const GenerateConfig& cfg, Totals& totals) {
-  std::vector<GenerationRequest> requests;
-  for (const auto& p : lines)
-    if (p.ok) requests.push_back(p.request);
-  std::vector<Generation> gens;
-  std::string failure;
-  if (!requests.empty()) {
-    const auto t0 = std::chrono::steady_clock::now();
-    try {
-      gens = generate(model, bank, requests, cfg);
-    } catch (const std::exception& e) {
-      failure = e.what();
-    }
-    totals.generate_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    ++totals.batches;
-  }
-  std::size_t r = 0;
-  for (auto& p : lines) {
-    if (p.ok && failure.empty()) {
-      const Generation& g = gens[r++];
-      p.out["text"] = tok.decode_lossy(g.ids);
-      p.out["ids"] = g.ids;
-      totals.tokens += static_cast<std::int64_t>(g.ids.size());
-    } else if (p.ok) {
-      p.out["error"] = failure;
-      ++totals.errors;
-    }
-    std::cout << p.out.dump() << "\n";
-  }
-  std::cout.flush();
-  lines.clear();
+  const BatchResult r = serve_request_lines(lines, model, tok, bank, cfg);
+  totals.tokens += r.tokens;
+  totals.errors += r.failed;
+  totals.batches += r.ran;
+  totals.generate_seconds += r.seconds;
 }
 
 int run(const Options& o) {
@@ -212,7 +180,7 @@ int run(const Options& o) {
   cfg.validate(model.config.vocab_size);
   Users users(o.prefixes, model.config);
   Totals totals;
-  std::vector<Pending> pending;
+  std::vector<RequestLine> pending;
   std::int64_t ready = 0;
   std::string line;
   for (std::size_t n = 1; std::getline(std::cin, line); ++n) {

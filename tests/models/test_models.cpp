@@ -71,9 +71,8 @@ void write_checkpoint(const std::string& dir, const Gpt2Config& c, const std::ma
 
 std::map<std::string, Tensor<float>> named_weights(const Gpt2<float>& m, const std::string& prefix = "") {
   std::map<std::string, Tensor<float>> w;
-  Gpt2<float> copy = m;
   const auto shapes = detail::gpt2_weight_shapes(m.config);
-  const auto slots = detail::gpt2_weight_slots(copy);
+  const auto slots = detail::gpt2_weight_slots(m);
   for (std::size_t i = 0; i < shapes.size(); ++i) w[prefix + shapes[i].first] = *slots[i];
   return w;
 }

@@ -56,13 +56,7 @@ std::vector<Generation> generate_beam(const Gpt2<T, Device, Param>& m, const Pre
     std::int32_t token;
   };
   const auto R = static_cast<std::int64_t>(requests.size()), nb = cfg.num_beams;
-  std::int64_t capacity = 1;
-  for (const auto& r : requests) {
-    const auto len = static_cast<std::int64_t>(r.prompt.size());
-    capacity = std::max(capacity,
-                        std::min(len + cfg.max_new_tokens - 1, m.config.n_positions - bank.position_offset(r.prefix)));
-  }
-  KvCache<T, Device> cache(m.config, R * nb, capacity);
+  KvCache<T, Device> cache(m.config, R * nb, generation_capacity(m.config, bank, requests, cfg));
   std::vector<std::vector<Beam>> beams(static_cast<std::size_t>(R));
   std::vector<BeamHypotheses> hyps(static_cast<std::size_t>(R), BeamHypotheses(static_cast<std::size_t>(nb)));
   std::vector<std::int64_t> slots, row_request;  // the rows of the next model call
@@ -120,8 +114,7 @@ std::vector<Generation> generate_beam(const Gpt2<T, Device, Param>& m, const Pre
       const std::int64_t len = cur + 1;
       const std::int64_t offset = bank.position_offset(requests[static_cast<std::size_t>(i)].prefix);
       const std::int64_t fed = static_cast<std::int64_t>(requests[static_cast<std::size_t>(i)].prompt.size()) + cur;
-      const bool at_limit =
-          len >= cfg.max_new_tokens || fed + 1 > cache.capacity() || offset + fed >= m.config.n_positions;
+      const bool at_limit = len >= cfg.max_new_tokens || offset + fed >= m.config.n_positions;
       bool done = next.empty();
       if (!done && h.full()) {
         if (cfg.early_stopping) {

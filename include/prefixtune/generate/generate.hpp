@@ -35,23 +35,12 @@ void check_generation_request(const Gpt2<T, Device, Param>& m, const PrefixBank<
 
 namespace detail {
 
-/// Tokens a row must feed through the model: its prompt and every generated token but the last, capped by the
-/// context.
-template <class T, class Device>
-std::int64_t generation_capacity(const Gpt2Config& c, const PrefixBank<T, Device>& bank, const GenerationRequest& r,
-                                 const GenerateConfig& cfg) {
-  const auto len = static_cast<std::int64_t>(r.prompt.size());
-  return std::min(len + cfg.max_new_tokens - 1, c.n_positions - bank.position_offset(r.prefix));
-}
-
 /// Greedy or sampled decoding of every request in one batch.
 template <class T, class Device, class Param>
 std::vector<Generation> generate_sampled(const Gpt2<T, Device, Param>& m, const PrefixBank<T, Device>& bank,
                                          const std::vector<GenerationRequest>& requests, const GenerateConfig& cfg) {
   const auto R = static_cast<std::int64_t>(requests.size());
-  std::int64_t capacity = 1;
-  for (const auto& r : requests) capacity = std::max(capacity, generation_capacity(m.config, bank, r, cfg));
-  KvCache<T, Device> cache(m.config, R, capacity);
+  KvCache<T, Device> cache(m.config, R, generation_capacity(m.config, bank, requests, cfg));
   std::vector<Generation> out(static_cast<std::size_t>(R));
   std::vector<Rng> rngs;
   for (std::int64_t i = 0; i < R; ++i) {
@@ -65,7 +54,6 @@ std::vector<Generation> generate_sampled(const Gpt2<T, Device, Param>& m, const 
     active.push_back(i);
     feed.push_back(requests[static_cast<std::size_t>(i)].prompt);
   }
-  std::vector<double> logp;
   while (!active.empty()) {
     Tensor<T, Cpu> logits = gpt2_extend(m, bank, cache, active, feed).template to<Cpu>();
     const std::int64_t V = logits.size(1);
@@ -78,16 +66,15 @@ std::vector<Generation> generate_sampled(const Gpt2<T, Device, Param>& m, const 
       process_logits(row, cfg, static_cast<std::int64_t>(g.ids.size()));
       const std::int32_t tok =
           cfg.sample ? sample_token(row, V, cfg, rngs[static_cast<std::size_t>(i)]) : argmax_token(row, V);
-      log_softmax_row(row, V, logp);
-      g.score += logp[static_cast<std::size_t>(tok)];
+      g.score += static_cast<double>(row[tok]) - log_sum_exp_row(row, V);
       if (tok == cfg.eos_id) {
         g.ended = true;
         continue;
       }
       g.ids.push_back(tok);
-      if (static_cast<std::int64_t>(g.ids.size()) >= cfg.max_new_tokens || cache.length(i) >= cache.capacity() ||
+      if (static_cast<std::int64_t>(g.ids.size()) >= cfg.max_new_tokens ||
           cache.length(i) + bank.position_offset(cache.prefix(i)) >= m.config.n_positions)
-        continue;  // the length limit or the end of the context
+        continue;  // the length limit or the end of the context (within the capacity, which covers both)
       next_active.push_back(i);
       next_feed.push_back({tok});
     }

@@ -91,9 +91,8 @@ Tensor<T, Device> gpt2_extend(const Gpt2<T, Device, Param>& m, const PrefixBank<
   const Gpt2Config& c = m.config;
   PREFIXTUNE_CHECK(slots.size() == tokens.size() && !slots.empty(), "gpt2_extend: ", slots.size(), " slots for ",
                    tokens.size(), " token rows (need the same number, >= 1)");
-  PREFIXTUNE_CHECK(
-      cache.dims().NH == c.n_head && cache.dims().HS == c.head_size() && static_cast<std::int64_t>(cache.slots()) >= 1,
-      "gpt2_extend: the cache was made for another model");
+  PREFIXTUNE_CHECK(cache.dims().NH == c.n_head && cache.dims().HS == c.head_size(),
+                   "gpt2_extend: the cache was made for another model");
   const auto R = static_cast<std::int64_t>(slots.size());
   std::vector<detail::CachedAttentionRow<T>> rows(static_cast<std::size_t>(R));
   std::vector<char> seen(static_cast<std::size_t>(cache.slots()), 0);

@@ -12,6 +12,7 @@
 
 #include "prefixtune/core/error.hpp"
 #include "prefixtune/core/rng.hpp"
+#include "prefixtune/models/gpt2_config.hpp"
 
 namespace prefixtune {
 
@@ -86,17 +87,37 @@ std::int32_t argmax_token(const T* logits, std::int64_t V) {
   return static_cast<std::int32_t>(best);
 }
 
-/// log_softmax of one row in double (-inf stays -inf); a row with nothing finite is an Error.
+/// log sum exp of one row in double; a row with nothing finite is an Error.
 template <class T>
-void log_softmax_row(const T* logits, std::int64_t V, std::vector<double>& out) {
-  out.resize(static_cast<std::size_t>(V));
+double log_sum_exp_row(const T* logits, std::int64_t V) {
   double mx = -std::numeric_limits<double>::infinity();
   for (std::int64_t i = 0; i < V; ++i) mx = std::max(mx, static_cast<double>(logits[i]));
   PREFIXTUNE_CHECK(std::isfinite(mx), "generate: no token is allowed (every logit is -inf or NaN)");
   double sum = 0;
   for (std::int64_t i = 0; i < V; ++i) sum += std::exp(static_cast<double>(logits[i]) - mx);
-  const double lse = mx + std::log(sum);
+  return mx + std::log(sum);
+}
+
+/// log_softmax of one row in double (-inf stays -inf); a row with nothing finite is an Error.
+template <class T>
+void log_softmax_row(const T* logits, std::int64_t V, std::vector<double>& out) {
+  out.resize(static_cast<std::size_t>(V));
+  const double lse = log_sum_exp_row(logits, V);
   for (std::int64_t i = 0; i < V; ++i) out[static_cast<std::size_t>(i)] = static_cast<double>(logits[i]) - lse;
+}
+
+/// Tokens a row must hold in the KV cache (its prompt and every generated token but the last, capped by the
+/// context after its prefix's position offset), maximized over the requests: the cache capacity of one call.
+template <class Bank>
+std::int64_t generation_capacity(const Gpt2Config& c, const Bank& bank, const std::vector<GenerationRequest>& requests,
+                                 const GenerateConfig& cfg) {
+  std::int64_t capacity = 1;
+  for (const auto& r : requests) {
+    const auto len = static_cast<std::int64_t>(r.prompt.size());
+    capacity =
+        std::max(capacity, std::min(len + cfg.max_new_tokens - 1, c.n_positions - bank.position_offset(r.prefix)));
+  }
+  return capacity;
 }
 
 /// Samples one token from processed logits: divide by temperature, keep the top_k largest (0: all), keep the
