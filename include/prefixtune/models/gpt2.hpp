@@ -121,6 +121,19 @@ Gpt2<T, Device> frozen_view(const Gpt2<T, Device, Var<T, Device>>& m) {
   return f;
 }
 
+/// A copy of a frozen model on another device, e.g. `to_device<Cuda>(load_gpt2<float>(dir))`.
+template <class To, class T, class From>
+Gpt2<T, To> to_device(const Gpt2<T, From>& m) {
+  Gpt2<T, To> r;
+  r.config = m.config;
+  r.h.resize(m.h.size());
+  const auto from = detail::gpt2_weight_slots(m);
+  const auto to = detail::gpt2_weight_slots(r);
+  for (std::size_t i = 0; i < from.size(); ++i) *to[i] = from[i]->template to<To>();
+  if (m.lm_head.defined()) r.lm_head = m.lm_head.template to<To>();
+  return r;
+}
+
 namespace detail {
 
 /// Position ids offset..offset+T-1 for every row, after checking they fit the model's context.

@@ -117,6 +117,39 @@ struct PrefixEncoder {
   }
 };
 
+namespace detail {
+
+/// A parameter copied to another device: same value, requires_grad and name; no gradient.
+template <class To, class T, class From>
+Var<T, To> var_to_device(const Var<T, From>& v) {
+  if (!v.defined()) return Var<T, To>();
+  return Var<T, To>(v.value().template to<To>(), v.requires_grad(), v.name());
+}
+
+}  // namespace detail
+
+/// The encoder's parameters copied to another device, e.g. `to_device<Cuda>(encoder)` (train there, then
+/// `to_device<Cpu>` to save).
+template <class To, class T, class From>
+PrefixEncoder<T, To> to_device(const PrefixEncoder<T, From>& e) {
+  PrefixEncoder<T, To> r;
+  r.config = e.config;
+  r.n_layer = e.n_layer;
+  r.n_embd = e.n_embd;
+  r.embedding = detail::var_to_device<To>(e.embedding);
+  r.w1 = detail::var_to_device<To>(e.w1);
+  r.b1 = detail::var_to_device<To>(e.b1);
+  r.w2 = detail::var_to_device<To>(e.w2);
+  r.b2 = detail::var_to_device<To>(e.b2);
+  return r;
+}
+
+/// A direct prefix table copied to another device.
+template <class To, class T, class From>
+DirectPrefix<T, To> to_device(const DirectPrefix<T, From>& p) {
+  return DirectPrefix<T, To>{detail::var_to_device<To>(p.table)};
+}
+
 /// Evaluates the MLP once and keeps only its output: the (P, 2*L*C) table a trained prefix is served from.
 template <class T, class Device>
 DirectPrefix<T, Device> merge(const PrefixEncoder<T, Device>& encoder) {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "prefixtune/backend/cuda/allocator.hpp"
 #include "prefixtune/backend/cuda/check.hpp"
 #include "prefixtune/backend/cuda/context.hpp"
 #include "prefixtune/core/device.hpp"
@@ -14,15 +15,15 @@ namespace prefixtune {
 struct Cuda : detail::DeviceTag {
   static constexpr const char* name() { return "cuda"; }
 
-  static void* allocate(std::size_t bytes) {
-    if (bytes == 0) return nullptr;
-    CudaContext::current();  // binds the device before the first allocation
-    void* p = nullptr;
-    PREFIXTUNE_CUDA_CHECK(cudaMalloc(&p, bytes));
-    return p;
-  }
+  /// Through this thread's caching allocator: no cudaMalloc in steady state.
+  static void* allocate(std::size_t bytes) { return CudaCachingAllocator::current().allocate(bytes); }
   static void deallocate(void* p) noexcept {
-    if (p) (void)cudaFree(p);  // may run during teardown: never throws
+    if (!p) return;
+    if (CudaCachingAllocator::torn_down()) {
+      (void)cudaFree(p);
+    } else {
+      CudaCachingAllocator::current().deallocate(p);
+    }
   }
 
   /// Device-to-device copy, asynchronous on the current stream.
