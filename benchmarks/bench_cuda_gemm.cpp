@@ -61,7 +61,7 @@ BENCHMARK(BM_cuda_gemm)->Apply(shapes);
 
 int main(int argc, char** argv) {
   if (cuda_device_count() == 0) {
-    std::printf("bench_cuda_gemm: no CUDA device\n");
+    std::printf("bench_cuda: no CUDA device\n");
     return 0;
   }
   cudaDeviceProp prop{};

@@ -13,7 +13,10 @@ position's logits are computed in the prompt pass (HF computes all of them: this
 --prefix P (default 0) serves a merged prefix the way PEFT does: its (NH, P, HS) keys / values per layer are the
 initial past_key_values and real tokens take positions P.. .
 
-    /usr/bin/python3 benchmarks/torch_generate.py [--threads 2] [--runs 3] [--prefix 0]
+--batch N (default 1) decodes N rows at once, each with its own random prompt and (with --prefix) its own prefix:
+the 8-users-in-one-batch workload.  --device cuda runs on the GPU.
+
+    /usr/bin/python3 benchmarks/torch_generate.py [--threads 2] [--runs 3] [--prefix 0] [--batch 1] [--device cpu]
 
 The last line of stdout is JSON: tokens_per_s (new tokens per second, mean over the timed runs), run_ms,
 run_ms_min, ms_per_token, threads, torch, and the config.
@@ -51,8 +54,8 @@ class GPT2(Gpt2Weights):
             s = torch.matmul(q, k.transpose(-1, -2)) * scale
             if Tn > 1:  # causal among the new tokens; everything in the past is visible
                 S = k.shape[-2]
-                causal = torch.ones(Tn, S, dtype=torch.bool).tril(S - Tn)
-                s = torch.where(causal, s, torch.tensor(torch.finfo(s.dtype).min))
+                causal = torch.ones(Tn, S, dtype=torch.bool, device=s.device).tril(S - Tn)
+                s = torch.where(causal, s, torch.tensor(torch.finfo(s.dtype).min, device=s.device))
             o = torch.matmul(torch.softmax(s, dim=-1), v)
             o = o.permute(0, 2, 1, 3).reshape(Bn * Tn, C)
             h = h + torch.addmm(p["proj_b"], o, p["proj_w"]).view(Bn, Tn, C)
@@ -64,7 +67,8 @@ class GPT2(Gpt2Weights):
 
 
 def greedy(model, prompt, new_tokens, prefix_kv, eos):
-    """prompt (1, T); prefix_kv: per layer (k, v) (1, NH, P, HS) or None. Returns the new token ids."""
+    """prompt (B, T); prefix_kv: per layer (k, v) (B, NH, P, HS) (row b's own prefix) or None. Returns the new
+    token ids (B, new_tokens)."""
     past = prefix_kv if prefix_kv is not None else [None] * model.L
     pos = prefix_kv[0][0].shape[2] if prefix_kv is not None else 0
     ids, out = prompt, []
@@ -74,7 +78,10 @@ def greedy(model, prompt, new_tokens, prefix_kv, eos):
         logits[:, eos] = -float("inf")  # exactly new_tokens tokens (min_new_tokens = max_new_tokens)
         ids = logits.argmax(dim=-1, keepdim=True)
         out.append(ids)
-    return torch.cat(out, dim=1)
+    out = torch.cat(out, dim=1)
+    if out.is_cuda:
+        torch.cuda.synchronize()
+    return out
 
 
 def main():
@@ -85,18 +92,21 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--prefix", type=int, default=0, help="merged prefix length P as past_key_values (0: none)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=1, help="rows decoded together, each with its own prefix")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     L, C, NH, V, NP, EOS = 12, 768, 12, 50257, 1024, 50256
-    model = GPT2(L, C, NH, V, NP, gen)
-    prompt = torch.randint(0, EOS, (1, args.prompt), generator=gen)
+    Bn, dev = args.batch, args.device
+    model = GPT2(L, C, NH, V, NP, gen).to(dev)
+    prompt = torch.randint(0, EOS, (Bn, args.prompt), generator=gen).to(dev)
     prefix_kv = None
     if args.prefix > 0:
-        prefix_kv = [(torch.randn(1, NH, args.prefix, C // NH, generator=gen) * 0.5,
-                      torch.randn(1, NH, args.prefix, C // NH, generator=gen) * 0.5) for _ in range(L)]
+        prefix_kv = [((torch.randn(Bn, NH, args.prefix, C // NH, generator=gen) * 0.5).to(dev),
+                      (torch.randn(Bn, NH, args.prefix, C // NH, generator=gen) * 0.5).to(dev)) for _ in range(L)]
 
     with torch.no_grad():
         t0 = time.perf_counter()
@@ -107,17 +117,18 @@ def main():
             t0 = time.perf_counter()
             out = greedy(model, prompt, args.new_tokens, prefix_kv, EOS)
             times.append(time.perf_counter() - t0)
-    assert out.shape == (1, args.new_tokens)
+    assert out.shape == (Bn, args.new_tokens)
     run_s = sum(times) / len(times)
     print("warm-up run %.1f ms; run times ms: %s" % (warm_s * 1e3, ", ".join("%.1f" % (t * 1e3) for t in times)))
     print(json.dumps({
-        "tokens_per_s": round(args.new_tokens / run_s, 3),
+        "tokens_per_s": round(Bn * args.new_tokens / run_s, 3),
         "run_ms": round(run_s * 1e3, 2),
         "run_ms_min": round(min(times) * 1e3, 2),
         "ms_per_token": round(run_s * 1e3 / args.new_tokens, 3),
         "threads": args.threads,
         "torch": torch.__version__,
-        "workload": "generate", "batch": 1, "prompt": args.prompt, "new_tokens": args.new_tokens,
+        "device": dev,
+        "workload": "generate", "batch": Bn, "prompt": args.prompt, "new_tokens": args.new_tokens,
         "prefix": args.prefix, "runs": args.runs,
     }))
 

@@ -32,3 +32,10 @@ class Gpt2Weights:
                 fc_w=n(C, 4 * C), fc_b=torch.zeros(4 * C),
                 fc2_w=n(4 * C, C), fc2_b=torch.zeros(C)))
         self.lnf_w, self.lnf_b = torch.ones(C), torch.zeros(C)
+
+    def to(self, device):
+        """Moves every weight to `device` (e.g. "cuda"); returns self."""
+        self.wte, self.wpe = self.wte.to(device), self.wpe.to(device)
+        self.layers = [{k: v.to(device) for k, v in p.items()} for p in self.layers]
+        self.lnf_w, self.lnf_b = self.lnf_w.to(device), self.lnf_b.to(device)
+        return self

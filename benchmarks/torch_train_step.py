@@ -8,7 +8,7 @@ whose output (P, 2*L*C) is viewed (P, 2L, NH, HS) and permuted to (2L, NH, P, HS
 P..P+T-1.  B=4, T=128, loss on every position: logits = h @ wte.T, F.cross_entropy(reduction="sum") / B.
 AdamW (lr 5e-5) on the encoder only.  float32, eval mode (no dropout).
 
-    /usr/bin/python3 benchmarks/torch_train_step.py [--threads 2] [--steps 5]
+    /usr/bin/python3 benchmarks/torch_train_step.py [--threads 2] [--steps 5] [--device cuda [--tf32]]
 
 The last line of stdout is JSON: tokens_per_s, step_ms, peak_rss_mb, threads, torch (+ the config).
 """
@@ -33,11 +33,12 @@ class FrozenGPT2(Gpt2Weights):
         Bn, Tn = ids.shape
         C, NH, HS = self.C, self.NH, self.HS
         Pn = prefix_kv[0][0].shape[1]
-        pos = torch.arange(Pn, Pn + Tn)
+        dev = ids.device
+        pos = torch.arange(Pn, Pn + Tn, device=dev)
         h = self.wte[ids] + self.wpe[pos][None]
         # (T, P+T) additive mask: prefix always visible, causal among real tokens
-        mask = torch.zeros(Tn, Pn + Tn)
-        mask[:, Pn:] = torch.full((Tn, Tn), float("-inf")).triu(1)
+        mask = torch.zeros(Tn, Pn + Tn, device=dev)
+        mask[:, Pn:] = torch.full((Tn, Tn), float("-inf"), device=dev).triu(1)
         scale = 1.0 / math.sqrt(HS)
         for i, p in enumerate(self.layers):
             a = F.layer_norm(h, (C,), p["ln1_w"], p["ln1_b"], 1e-5)
@@ -68,7 +69,7 @@ class PrefixEncoder(torch.nn.Module):
                                              torch.nn.Linear(mid, 2 * L * C))
 
     def forward(self):
-        table = self.transform(self.embedding(torch.arange(self.P)))          # (P, 2LC)
+        table = self.transform(self.embedding(torch.arange(self.P, device=self.embedding.weight.device)))          # (P, 2LC)
         kv = table.view(self.P, 2 * self.L, self.NH, self.HS).permute(1, 2, 0, 3)  # (2L, NH, P, HS)
         return [(kv[2 * i], kv[2 * i + 1]) for i in range(self.L)]
 
@@ -82,18 +83,21 @@ def main():
     ap.add_argument("--prefix", type=int, default=10)
     ap.add_argument("--mid", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--tf32", action="store_true", help="TF32 matrix products (cuda)")
     args = ap.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     L, C, NH, V, NP = 12, 768, 12, 50257, 1024
     Bn, Tn = args.batch, args.seq
-    model = FrozenGPT2(L, C, NH, V, NP, gen)
-    enc = PrefixEncoder(args.prefix, C, args.mid, L, NH)
+    model = FrozenGPT2(L, C, NH, V, NP, gen).to(args.device)
+    enc = PrefixEncoder(args.prefix, C, args.mid, L, NH).to(args.device)
     opt = torch.optim.AdamW(enc.parameters(), lr=5e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
-    ids = torch.randint(0, V, (Bn, Tn), generator=gen)
-    targets = torch.randint(0, V, (Bn, Tn), generator=gen)
+    ids = torch.randint(0, V, (Bn, Tn), generator=gen).to(args.device)
+    targets = torch.randint(0, V, (Bn, Tn), generator=gen).to(args.device)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -124,6 +128,7 @@ def main():
         "peak_rss_mb": round(peak_rss_mb, 1),
         "threads": args.threads,
         "torch": torch.__version__,
+        "device": args.device, "tf32": args.tf32,
         "workload": "W1", "batch": Bn, "seq": Tn, "prefix": args.prefix, "mid": args.mid, "steps": args.steps,
     }))
 

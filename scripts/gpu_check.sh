@@ -4,11 +4,20 @@
 # same workloads in PyTorch (when python3 has torch with CUDA), and prints a table of ratios.
 # Dependencies missing there (Eigen, doctest, nlohmann-json, Google Benchmark) may be carried as Debian packages
 # in .devdeps/ (apt-get download libeigen3-dev doctest-dev nlohmann-json3-dev libbenchmark-dev libbenchmark1debian);
-# they are unpacked into / when their headers are absent. Output goes to stdout and, when set, to $OUT/.
+# they are unpacked into / when their headers are absent. Logs go to /tmp/gpu_check; when $OUT is set, the table,
+# the benchmark JSON, the test log and a tarball of every log are copied there.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${OUT:-/tmp/gpu_check}
+out=/tmp/gpu_check
+rm -rf "$out"
 mkdir -p "$out"
+collect() {
+  if [ -n "${OUT:-}" ]; then
+    cp "$out"/table.md "$out"/bench_cuda.json "$out"/ctest.log "$OUT"/ 2>/dev/null
+    tar czf "$OUT/gpu_check_logs.tgz" -C "$out" .
+  fi
+}
+trap collect EXIT
 jobs=$(nproc)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 nvcc --version | tail -1 || true
@@ -20,17 +29,29 @@ set -e
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DPREFIXTUNE_ENABLE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" \
   -DPREFIXTUNE_USE_OPENBLAS=OFF -DPREFIXTUNE_BUILD_EXAMPLES=OFF -DPREFIXTUNE_INSTALL=OFF >"$out/configure.log" 2>&1 ||
   { tail -30 "$out/configure.log"; exit 1; }
-targets=(test_cuda bench_cuda_gemm)
+targets=(test_cuda bench_cuda)
 cmake --build build-gpu -j"$jobs" --target "${targets[@]}" 2>&1 | tee "$out/build.log" | grep -E "error|warning" | head -40
 [ "${PIPESTATUS[0]}" -eq 0 ] || { tail -40 "$out/build.log"; exit 1; }
 set +e
 status=0
 echo "== cuda tests"
-ctest --test-dir build-gpu -L cuda --output-on-failure 2>&1 | tee "$out/ctest.log" || status=1
+ctest --test-dir build-gpu -L cuda --output-on-failure --timeout 120 2>&1 | tee "$out/ctest.log" || status=1
 echo "== GPU benchmarks"
-build-gpu/benchmarks/bench_cuda_gemm --benchmark_format=console 2>&1 | tee "$out/bench_cuda_gemm.txt"
+timeout 200 build-gpu/benchmarks/bench_cuda --benchmark_out="$out/bench_cuda.json" --benchmark_out_format=json 2>&1 |
+  tee "$out/bench_cuda.txt"
 if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-  echo "== PyTorch baselines"
-  python3 benchmarks/torch_cuda_gemm.py 2>&1 | tee "$out/torch_cuda_gemm.txt"
+  echo "== PyTorch baselines (same machine)"
+  (
+    cd benchmarks
+    python3 torch_cuda_gemm.py >"$out/torch_cuda_gemm.txt" 2>&1
+    python3 torch_train_step.py --device cuda --steps 20 >"$out/torch_train_fp32.json" 2>&1
+    python3 torch_train_step.py --device cuda --steps 20 --tf32 >"$out/torch_train_tf32.json" 2>&1
+    python3 torch_generate.py --device cuda --runs 5 >"$out/torch_gen_b1_p0.json" 2>&1
+    python3 torch_generate.py --device cuda --runs 5 --prefix 10 >"$out/torch_gen_b1_p10.json" 2>&1
+    python3 torch_generate.py --device cuda --runs 5 --prefix 10 --batch 8 >"$out/torch_gen_b8_p10.json" 2>&1
+  )
+  tail -n 2 "$out"/torch_*.json
 fi
+echo "== table"
+python3 scripts/gpu_table.py "$out" | tee "$out/table.md"
 exit $status

@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: MIT
+// The generation workloads of bench_generate (CPU) and bench_cuda (GPU), templated over the device: GPT-2 small
+// (random weights), greedy decoding with the KV cache, prompt 32 tokens, exactly 64 new tokens per row (the end
+// token is banned until then). Counter tokens/s = new tokens per second.
+//
+// BM_generate_batch1/prefix:{0,1}: one request, no prefix vs a merged P=10 prefix from a PrefixBank.
+// BM_generate_many_prefixes/batched:{0,1}: 8 requests, each with its own P=10 prefix and prompt, served one after
+// another (8 generate calls of batch 1) vs in one generate call.
+#pragma once
+
+#include <benchmark/benchmark.h>
+
+#include <string>
+#include <vector>
+
+#include "prefixtune/generate/generate.hpp"
+#include "prefixtune/models/gpt2_io.hpp"
+
+namespace prefixtune::bench {
+
+constexpr std::int64_t kPrompt = 32, kNewTokens = 64, kPrefixLen = 10, kRequests = 8;
+constexpr std::uint64_t kEot = 50256;
+
+/// GPT-2 small with random weights (seed 1), built once per device.
+template <class Device>
+const Gpt2<float, Device>& gpt2_small() {
+  static const Gpt2<float, Device> model = [] {
+    Rng r(1);
+    return to_device<Device>(random_gpt2<float>(Gpt2Config::gpt2_small(), r));
+  }();
+  return model;
+}
+
+/// A bank of n random merged prefixes (P = 10), named p0, p1, ...
+template <class Device>
+PrefixBank<float, Device> random_bank(const Gpt2Config& c, std::int64_t n, Rng& rng) {
+  PrefixBank<float, Device> bank(c);
+  for (std::int64_t i = 0; i < n; ++i) {
+    auto table = Tensor<float>::empty({kPrefixLen, 2 * c.n_layer * c.n_embd});
+    for (std::int64_t j = 0; j < table.numel(); ++j) table.data()[j] = static_cast<float>(rng.normal(0.0, 0.5));
+    bank.add(table, "p" + std::to_string(i));
+  }
+  return bank;
+}
+
+inline std::vector<std::int32_t> random_prompt(Rng& rng) {
+  std::vector<std::int32_t> ids(kPrompt);
+  for (auto& t : ids) t = static_cast<std::int32_t>(rng.below(kEot));
+  return ids;
+}
+
+/// Greedy, exactly kNewTokens per row: the end token is banned until the length limit.
+inline GenerateConfig fixed_length_greedy() {
+  GenerateConfig cfg;
+  cfg.max_new_tokens = kNewTokens;
+  cfg.min_new_tokens = kNewTokens;
+  return cfg;
+}
+
+/// New tokens in `out`; reports an error on the benchmark unless every row generated exactly kNewTokens.
+inline std::int64_t count_new_tokens(benchmark::State& state, const std::vector<Generation>& out) {
+  std::int64_t n = 0;
+  for (const auto& g : out) {
+    if (static_cast<std::int64_t>(g.ids.size()) != kNewTokens) state.SkipWithError("a row did not generate 64 tokens");
+    n += static_cast<std::int64_t>(g.ids.size());
+  }
+  return n;
+}
+
+template <class Device>
+void BM_generate_batch1(benchmark::State& state) {
+  const Gpt2<float, Device>& model = gpt2_small<Device>();
+  Rng rng(3);
+  const PrefixBank<float, Device> bank = random_bank<Device>(model.config, 1, rng);
+  const std::vector<GenerationRequest> requests{{random_prompt(rng), state.range(0) != 0 ? 0 : kNoPrefix}};
+  const GenerateConfig cfg = fixed_length_greedy();
+  count_new_tokens(state, generate(model, bank, requests, cfg));  // warm-up: caches, allocator, thread pool
+  for (auto _ : state) {
+    auto out = generate(model, bank, requests, cfg);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["tokens/s"] = benchmark::Counter(double(kNewTokens), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+template <class Device>
+void BM_generate_many_prefixes(benchmark::State& state) {
+  const Gpt2<float, Device>& model = gpt2_small<Device>();
+  const bool batched = state.range(0) != 0;
+  Rng rng(5);
+  const PrefixBank<float, Device> bank = random_bank<Device>(model.config, kRequests, rng);
+  std::vector<GenerationRequest> requests;
+  for (std::int64_t i = 0; i < kRequests; ++i) requests.push_back({random_prompt(rng), i});
+  const GenerateConfig cfg = fixed_length_greedy();
+  auto serve = [&] {
+    std::int64_t n = 0;
+    if (batched) return count_new_tokens(state, generate(model, bank, requests, cfg));
+    for (const auto& r : requests) n += count_new_tokens(state, generate(model, bank, {r}, cfg));
+    return n;
+  };
+  serve();  // warm-up
+  for (auto _ : state) benchmark::DoNotOptimize(serve());
+  state.counters["tokens/s"] =
+      benchmark::Counter(double(kRequests * kNewTokens), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+}  // namespace prefixtune::bench
