@@ -6,4 +6,8 @@
 using namespace prefixtune;
 using namespace prefixtune::bench;
 
-BENCHMARK_TEMPLATE(BM_prefix_train_step, Cpu)->Args({4, 128})->ArgNames({"B", "T"})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_prefix_train_step, Cpu)
+    ->Args({4, 128})
+    ->ArgNames({"B", "T"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();

@@ -11,27 +11,14 @@
 #include <string>
 #include <vector>
 
-#include "request_lines.hpp"
+#include "cli_commands.hpp"
+#include "cli_cuda.hpp"
 
 using namespace prefixtune;
-using prefixtune_examples::parse_request_object;
-using prefixtune_examples::RequestLine;
-using prefixtune_examples::serve_request_lines;
+using namespace prefixtune_cli;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct Model {
-  Gpt2<float> gpt2;
-  Gpt2Tokenizer tok;
-};
-
-Model load_model(const std::string& dir) {
-  PREFIXTUNE_CHECK(fs::is_directory(dir), "--model '", dir,
-                   "' is not a folder (expected a HuggingFace GPT-2 folder "
-                   "with config.json, model.safetensors, vocab.json, merges.txt)");
-  return Model{load_gpt2<float>(dir), Gpt2Tokenizer::load_dir(dir)};
-}
 
 int cmd_tokenize(const std::string& model_dir) {
   const auto tok = Gpt2Tokenizer::load_dir(model_dir);
@@ -49,100 +36,6 @@ int cmd_tokenize(const std::string& model_dir) {
     j["ids"] = tok.encode(j["text"].get<std::string>());
     std::cout << j.dump() << "\n";
   }
-  return 0;
-}
-
-int cmd_score(const std::string& model_dir, const std::string& prefix_path, const std::string& data,
-              std::int64_t batch_size) {
-  const Model m = load_model(model_dir);
-  const auto examples = encode_examples(m.tok, read_pairs(data));
-  DirectPrefix<float> prefix;
-  if (!prefix_path.empty()) prefix = load_prefix<float>(prefix_path, m.gpt2.config);
-  ProgressBar bar(static_cast<std::int64_t>(examples.size()), "score");
-  const std::int64_t offset = prefix.table.defined() ? prefix.length() : 0;
-  const auto scores = score_examples(m.gpt2, prefix.table, examples, batch_size, offset,
-                                     [&](std::size_t done) { bar.update(static_cast<std::int64_t>(done)); });
-  for (std::size_t i = 0; i < scores.size(); ++i)
-    std::cout << nlohmann::json{{"index", i}, {"loss", scores[i].first}, {"tokens", scores[i].second}}.dump() << "\n";
-  bar.finish();
-  return 0;
-}
-
-int cmd_train(const std::string& model_dir, const std::string& train_path, const std::string& valid_path,
-              const std::string& out, const PrefixConfig& pc, const TrainConfig& cfg, std::size_t max_length) {
-  const Model m = load_model(model_dir);
-  const auto policy = max_length > 0 ? LengthPolicy::TruncateSource : LengthPolicy::Error;
-  const auto train = encode_examples(m.tok, read_pairs(train_path), max_length, policy);
-  const auto valid =
-      valid_path.empty() ? std::vector<Example>{} : encode_examples(m.tok, read_pairs(valid_path), max_length, policy);
-  Rng rng(cfg.seed);
-  auto encoder = PrefixEncoder<float>::create(pc, m.gpt2.config, rng);
-  std::fprintf(stderr, "training a prefix of length %lld (mid %lld) on %zu examples, %zu for validation\n",
-               static_cast<long long>(pc.length), static_cast<long long>(pc.mid), train.size(), valid.size());
-  std::unique_ptr<ProgressBar> bar;
-  const auto result = train_prefix(m.gpt2, encoder, train, valid, cfg, [&](const TrainProgress& p) {
-    if (!bar) bar = std::make_unique<ProgressBar>(p.total_steps, "train");
-    bar->update(p.step, p.loss, p.valid_loss ? "valid " + std::to_string(*p.valid_loss) : "");
-  });
-  if (bar) bar->finish();
-  save_prefix(out, result.best_prefix, m.gpt2.config);
-  std::fprintf(stderr, "saved the %s prefix to %s\n", valid.empty() ? "final" : "best validated", out.c_str());
-  return 0;
-}
-
-/// Parses and checks input line n; a bad line comes back with "error" set and ok = false.
-RequestLine parse_generate_line(const std::string& line, std::size_t n, const Model& m, const PrefixBank<float>& bank,
-                                std::int64_t prefix_index) {
-  RequestLine p;
-  if (!parse_request_object(line, n, "a JSON object with \"source\" or \"prompt\"", p)) return p;
-  try {
-    const bool has_source = p.out.contains("source"), has_prompt = p.out.contains("prompt");
-    PREFIXTUNE_CHECK(has_source != has_prompt, "stdin:", n, ": expected exactly one of the fields \"source\" and ",
-                     "\"prompt\", found ", has_source ? "both" : "neither");
-    const char* key = has_source ? "source" : "prompt";
-    PREFIXTUNE_CHECK(p.out[key].is_string(), "stdin:", n, ": field \"", key, "\" is not a string");
-    const std::string text = p.out[key].get<std::string>();
-    p.request.prompt = has_source ? encode_source_prompt(m.tok, text) : m.tok.encode(text, /*parse_special=*/true);
-    p.request.prefix = prefix_index;
-    p.request.stream = static_cast<std::int64_t>(n);       // sampling draws depend on the line, not on the batching
-    check_generation_request(m.gpt2, bank, p.request, n);  // "request n": n is the input line
-    p.ok = true;
-  } catch (const std::exception& e) {
-    p.out["error"] = e.what();
-  }
-  return p;
-}
-
-int cmd_generate(const std::string& model_dir, const std::string& prefix_path, GenerateConfig cfg,
-                 std::int64_t batch_size) {
-  const Model m = load_model(model_dir);
-  PrefixBank<float> bank(m.gpt2.config);
-  const std::int64_t prefix_index =
-      prefix_path.empty() ? kNoPrefix : bank.add(load_prefix<float>(prefix_path, m.gpt2.config), prefix_path);
-  cfg.validate(m.gpt2.config.vocab_size);
-  std::vector<RequestLine> pending;
-  std::int64_t ready = 0, batches = 0, tokens = 0, requests = 0, errors = 0;
-  const auto flush = [&] {
-    tokens += serve_request_lines(pending, m.gpt2, m.tok, bank, cfg).tokens;
-    batches += ready > 0;
-    ready = 0;
-  };
-  std::string line;
-  for (std::size_t n = 1; std::getline(std::cin, line); ++n) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    pending.push_back(parse_generate_line(line, n, m, bank, prefix_index));
-    ++requests;
-    if (pending.back().ok) {
-      ++ready;
-    } else {
-      ++errors;
-    }
-    if (ready == batch_size) flush();
-  }
-  flush();
-  std::fprintf(stderr, "generate: %lld lines, %lld errors, %lld batches, %lld new tokens\n",
-               static_cast<long long>(requests), static_cast<long long>(errors), static_cast<long long>(batches),
-               static_cast<long long>(tokens));
   return 0;
 }
 
@@ -183,8 +76,13 @@ int cmd_inspect(const std::string& path) {
 int main(int argc, char** argv) {
   CLI::App app{"prefixtune: prefix-tuning of frozen GPT-2 models (Li & Liang 2021)"};
   app.require_subcommand(1);
-  std::string model, prefix, data, train, valid, out;
+  std::string model, prefix, data, train, valid, out, device = "cpu";
   std::int64_t batch = 8;
+  const auto device_option = [&](CLI::App* cmd) {
+    cmd->add_option("--device", device, "cpu, or cuda (an NVIDIA GPU; needs a build with PREFIXTUNE_ENABLE_CUDA)")
+        ->check(CLI::IsMember({"cpu", "cuda"}))
+        ->capture_default_str();
+  };
 
   auto* tokenize = app.add_subcommand("tokenize", "JSON lines with \"text\" on stdin -> the same lines with \"ids\"");
   tokenize->add_option("--model", model, "HuggingFace GPT-2 folder (vocab.json + merges.txt)")->required();
@@ -194,6 +92,7 @@ int main(int argc, char** argv) {
   score->add_option("--prefix", prefix, "prefix file or PEFT adapter folder (none: the bare model)");
   score->add_option("--data", data, "E2E 'source||target' lines or JSON lines")->required();
   score->add_option("--batch-size", batch, "examples per forward pass")->check(CLI::PositiveNumber);
+  device_option(score);
 
   PrefixConfig pc;
   TrainConfig cfg;
@@ -218,6 +117,7 @@ int main(int argc, char** argv) {
   tr->add_option("--max-length", max_length, "truncate sources so examples fit (0: no limit)")->capture_default_str();
   tr->add_option("--checkpoint", cfg.checkpoint_path, "training checkpoint file (written every epoch)");
   tr->add_flag("--resume", cfg.resume, "continue from --checkpoint when it exists");
+  device_option(tr);
 
   GenerateConfig gen_cfg;
   std::int64_t gen_batch = 8;
@@ -257,6 +157,7 @@ int main(int argc, char** argv) {
   gen->add_option("--batch-size", gen_batch, "lines per generate call (one batch)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  device_option(gen);
 
   auto* exp = app.add_subcommand("export-peft", "write a prefix as a PEFT PREFIX_TUNING adapter folder");
   exp->add_option("--model", model, "HuggingFace GPT-2 folder")->required();
@@ -270,11 +171,15 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (*tokenize) return cmd_tokenize(model);
-    if (*score) return cmd_score(model, prefix, data, batch);
-    if (*tr) return cmd_train(model, train, valid, out, pc, cfg, max_length);
+    const bool cuda = device == "cuda";
+    if (*score) return cuda ? cmd_score_cuda(model, prefix, data, batch) : cmd_score<Cpu>(model, prefix, data, batch);
+    if (*tr)
+      return cuda ? cmd_train_cuda(model, train, valid, out, pc, cfg, max_length)
+                  : cmd_train<Cpu>(model, train, valid, out, pc, cfg, max_length);
     if (*gen) {
       gen_cfg.sample = temperature->count() + top_k->count() + top_p->count() + seed->count() > 0;
-      return cmd_generate(model, prefix, gen_cfg, gen_batch);
+      return cuda ? cmd_generate_cuda(model, prefix, gen_cfg, gen_batch)
+                  : cmd_generate<Cpu>(model, prefix, gen_cfg, gen_batch);
     }
     if (*exp) return cmd_export_peft(model, prefix, out);
     if (*inspect) return cmd_inspect(path);

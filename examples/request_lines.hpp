@@ -46,9 +46,10 @@ struct BatchResult {
 
 /// Generates the good lines of `lines` in one call and writes every line, in order, to stdout; a failure of the
 /// call itself (after every request was checked) marks each good line with its error. Empties `lines`.
-inline BatchResult serve_request_lines(std::vector<RequestLine>& lines, const prefixtune::Gpt2<float>& model,
-                                       const prefixtune::Gpt2Tokenizer& tok, const prefixtune::PrefixBank<float>& bank,
-                                       const prefixtune::GenerateConfig& cfg) {
+template <class Device>
+BatchResult serve_request_lines(std::vector<RequestLine>& lines, const prefixtune::Gpt2<float, Device>& model,
+                                const prefixtune::Gpt2Tokenizer& tok, const prefixtune::PrefixBank<float, Device>& bank,
+                                const prefixtune::GenerateConfig& cfg) {
   std::vector<prefixtune::GenerationRequest> requests;
   for (const auto& p : lines)
     if (p.ok) requests.push_back(p.request);

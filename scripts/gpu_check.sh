@@ -3,7 +3,8 @@
 # configures with CUDA, builds the GPU tests and benchmarks, runs the `cuda` tests, the GPU benchmarks and the
 # same workloads in PyTorch (when python3 has torch with CUDA), and prints a table of ratios.
 # Dependencies missing there (Eigen, doctest, nlohmann-json, Google Benchmark) may be carried as Debian packages
-# in .devdeps/ (apt-get download libeigen3-dev doctest-dev nlohmann-json3-dev libbenchmark-dev libbenchmark1debian);
+# in .devdeps/ (apt-get download libeigen3-dev doctest-dev nlohmann-json3-dev libbenchmark-dev libbenchmark1debian
+# libcli11-dev);
 # they are unpacked into / when their headers are absent. Logs go to /tmp/gpu_check; when $OUT is set, the table,
 # the benchmark JSON, the test log and a tarball of every log are copied there.
 set -uo pipefail
@@ -27,15 +28,15 @@ fi
 arch=${PREFIXTUNE_CUDA_ARCH:-90}
 set -e
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DPREFIXTUNE_ENABLE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" \
-  -DPREFIXTUNE_USE_OPENBLAS=OFF -DPREFIXTUNE_BUILD_EXAMPLES=OFF -DPREFIXTUNE_INSTALL=OFF >"$out/configure.log" 2>&1 ||
+  -DPREFIXTUNE_USE_OPENBLAS=OFF -DPREFIXTUNE_INSTALL=OFF >"$out/configure.log" 2>&1 ||
   { tail -30 "$out/configure.log"; exit 1; }
-targets=(test_cuda bench_cuda)
+targets=(test_cuda bench_cuda test_cli)  # test_cli runs the CLI with --device cuda against --device cpu
 cmake --build build-gpu -j"$jobs" --target "${targets[@]}" 2>&1 | tee "$out/build.log" | grep -E "error|warning" | head -40
 [ "${PIPESTATUS[0]}" -eq 0 ] || { tail -40 "$out/build.log"; exit 1; }
 set +e
 status=0
-echo "== cuda tests"
-ctest --test-dir build-gpu -L cuda --output-on-failure --timeout 120 2>&1 | tee "$out/ctest.log" || status=1
+echo "== cuda tests (and the CLI on --device cuda)"
+ctest --test-dir build-gpu -R '^(test_cuda|test_cli)$' --output-on-failure --timeout 120 2>&1 | tee "$out/ctest.log" || status=1
 echo "== GPU benchmarks"
 timeout 200 build-gpu/benchmarks/bench_cuda --benchmark_out="$out/bench_cuda.json" --benchmark_out_format=json 2>&1 |
   tee "$out/bench_cuda.txt"

@@ -12,3 +12,4 @@
 #include "prefixtune/backend/cuda/launch.cuh"
 #include "prefixtune/backend/cuda/rows.cuh"
 #include "prefixtune/cuda.hpp"
+#include "prefixtune/generate/greedy.cuh"

@@ -356,3 +356,46 @@ TEST_CASE("serve_many_prefixes: mixed users in one batch, each as if served alon
   CHECK(r.output.find("nowhere") != std::string::npos);
   CHECK(run_program(PREFIXTUNE_SERVE, "--help").output.find("U.safetensors") != std::string::npos);
 }
+
+TEST_CASE("prefixtune --device cuda: train, score and generate equal --device cpu (a clear error without CUDA)") {
+  TempDir dir;
+  const std::string model = make_model(dir);
+  write_text_file_atomic(dir.file("data.txt"),
+                         "name : Blue Spice | Type : pub||Blue Spice is a pub .\n"
+                         "name : Aromi | area : riverside||Aromi is by the riverside .\n"
+                         "name : Zizzi||Zizzi serves food .\n");
+  const std::string score = "score --model " + model + " --data " + dir.file("data.txt") + " --batch-size 2";
+  Run gpu = run(score + " --device cuda");
+  if (gpu.status != 0) {
+    INFO(gpu.output);
+    const bool no_cuda_build = gpu.output.find("built without CUDA") != std::string::npos;
+    const bool no_gpu = gpu.output.find("not available") != std::string::npos;
+    CHECK((no_cuda_build || no_gpu));
+    MESSAGE(std::string("--device cuda not run here: ") + (no_cuda_build ? "a build without CUDA" : "no GPU"));
+    return;
+  }
+  const auto cpu_scores = json_lines(run(score).output), gpu_scores = json_lines(gpu.output);
+  REQUIRE(gpu_scores.size() == cpu_scores.size());
+  for (std::size_t i = 0; i < cpu_scores.size(); ++i)
+    CHECK(gpu_scores[i]["loss"].get<double>() == doctest::Approx(cpu_scores[i]["loss"].get<double>()).epsilon(1e-5));
+
+  const std::string train = "train --model " + model + " --train " + dir.file("data.txt") + " --valid " +
+                            dir.file("data.txt") + " --epochs 2 --batch-size 2 --prefix-length 2 --mid 8 --lr 1e-3";
+  REQUIRE(run(train + " --out " + dir.file("cpu.safetensors")).status == 0);
+  REQUIRE(run(train + " --out " + dir.file("gpu.safetensors") + " --device cuda").status == 0);
+  const Gpt2Config c = load_gpt2_config(model);
+  const auto a = load_prefix<float>(dir.file("cpu.safetensors"), c),
+             b = load_prefix<float>(dir.file("gpu.safetensors"), c);
+  CHECK(test::max_rel_diff(b.table.value().to_vector(), a.table.value().to_vector()) < 1e-4);
+
+  write_text_file_atomic(dir.file("in.jsonl"),
+                         "{\"source\": \"name : Aromi | area : riverside\"}\n"
+                         "{\"prompt\": \"The pub\"}\n");
+  for (const std::string flags : {" --greedy", " --beam 3"}) {
+    const std::string gen = "generate --model " + model + " --prefix " + dir.file("cpu.safetensors") +
+                            " --max-new-tokens 8" + flags + " < " + dir.file("in.jsonl");
+    const auto c_lines = json_lines(run(gen).output), g_lines = json_lines(run(gen + " --device cuda").output);
+    REQUIRE(g_lines.size() == c_lines.size());
+    for (std::size_t i = 0; i < c_lines.size(); ++i) CHECK(g_lines[i]["ids"] == c_lines[i]["ids"]);
+  }
+}

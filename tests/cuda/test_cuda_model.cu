@@ -31,13 +31,15 @@ struct Batch {
 
 // B rows right-padded to T: row b has T - b real tokens, targets on the second half of each row.
 Batch padded_batch(std::int64_t B, std::int64_t T, std::int64_t V, Rng& rng) {
-  Batch b{Tensor<std::int32_t>::zeros({B, T}), Tensor<std::int32_t>::zeros({B, T}), Tensor<std::uint8_t>::zeros({B, T})};
+  Batch b{Tensor<std::int32_t>::zeros({B, T}), Tensor<std::int32_t>::zeros({B, T}),
+          Tensor<std::uint8_t>::zeros({B, T})};
   for (std::int64_t r = 0; r < B; ++r)
     for (std::int64_t t = 0; t < T; ++t) {
       const bool real = t < T - r;
       b.ids(r, t) = static_cast<std::int32_t>(rng.below(static_cast<std::uint64_t>(V)));
       b.mask(r, t) = real ? 1 : 0;
-      b.targets(r, t) = real && t >= T / 2 ? static_cast<std::int32_t>(rng.below(static_cast<std::uint64_t>(V))) : kIgnoreLabel;
+      b.targets(r, t) =
+          real && t >= T / 2 ? static_cast<std::int32_t>(rng.below(static_cast<std::uint64_t>(V))) : kIgnoreLabel;
     }
   return b;
 }
@@ -128,4 +130,54 @@ TEST_CASE("generation on the GPU equals the CPU: greedy, beam search, batched ro
       CHECK(gpu[i].score == doctest::Approx(cpu[i].score).epsilon(1e-4));
     }
   }
+}
+
+TEST_CASE("train_prefix on the GPU follows the CPU run: losses, validation, best prefix, checkpoint resume") {
+  Rng rng(23);
+  Gpt2Config c = tiny_config();
+  auto m = random_gpt2<float>(c, rng);
+  for (auto& b : m.h)
+    for (Tensor<float>* w : {&b.attn_w, &b.attn_proj_w, &b.fc_w, &b.mlp_proj_w}) fill_normal(*w, rng, 0.0, 0.3);
+  fill_normal(m.wte, rng, 0.0, 1.0);
+  std::vector<Example> train, valid;
+  for (std::size_t i = 0; i < 24; ++i) {
+    std::vector<std::int32_t> src;
+    for (std::size_t j = 0; j < 2 + i % 3; ++j) src.push_back(static_cast<std::int32_t>(rng.below(10)));
+    (i < 18 ? train : valid).push_back(example_from_ids(src, src, 96, i + 1));
+  }
+  PrefixConfig pc;
+  pc.length = 3;
+  pc.mid = 16;
+  pc.dropout = 0.1;  // the same Philox masks on both devices
+  const auto enc0 = PrefixEncoder<float>::create(pc, c, rng);
+  TrainConfig cfg;
+  cfg.epochs = 3, cfg.batch_size = 4, cfg.lr = 1e-2, cfg.eval_every = 5;
+  auto cpu_enc = to_device<Cpu>(enc0);  // a deep copy (copying the struct would share the parameters)
+  const auto cpu = train_prefix(m, cpu_enc, train, valid, cfg);
+  const auto gm = to_device<Cuda>(m);
+  auto gpu_enc = to_device<Cuda>(enc0);
+  const auto gpu = train_prefix(gm, gpu_enc, train, valid, cfg);
+  REQUIRE(gpu.losses.size() == cpu.losses.size());
+  for (std::size_t i = 0; i < cpu.losses.size(); ++i)
+    CHECK(gpu.losses[i] == doctest::Approx(cpu.losses[i]).epsilon(1e-4));
+  CHECK(gpu.best_step == cpu.best_step);
+  CHECK(gpu.best_valid_loss == doctest::Approx(cpu.best_valid_loss).epsilon(1e-4));
+  CHECK(max_rel_diff(gpu.best_prefix.table.value().to_vector(), cpu.best_prefix.table.value().to_vector()) < 1e-4);
+
+  // Checkpoints written from the GPU resume on the GPU to the same end as an uninterrupted run.
+  test::TempDir dir;
+  TrainConfig ck = cfg;
+  ck.checkpoint_path = (dir.path / "ckpt.safetensors").string();
+  ck.checkpoint_every = 4;
+  ck.stop_after = 7;
+  auto part = to_device<Cuda>(enc0);
+  train_prefix(gm, part, train, valid, ck);
+  ck.resume = true;
+  ck.stop_after = 0;
+  auto resumed = to_device<Cuda>(enc0);
+  const auto rest = train_prefix(gm, resumed, train, valid, ck);
+  CHECK(rest.steps == gpu.steps);
+  const auto a = resumed.parameters(), b = gpu_enc.parameters();
+  for (std::size_t i = 0; i < a.size(); ++i)
+    CHECK(max_rel_diff(a[i].value().to_vector(), b[i].value().to_vector()) < 1e-5);
 }

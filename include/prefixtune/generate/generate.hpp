@@ -54,19 +54,39 @@ std::vector<Generation> generate_sampled(const Gpt2<T, Device, Param>& m, const 
     active.push_back(i);
     feed.push_back(requests[static_cast<std::size_t>(i)].prompt);
   }
+  std::vector<std::int32_t> toks;
+  std::vector<double> logps;
+  std::vector<std::uint8_t> ban_eos;
   while (!active.empty()) {
-    Tensor<T, Cpu> logits = gpt2_extend(m, bank, cache, active, feed).template to<Cpu>();
-    const std::int64_t V = logits.size(1);
+    Tensor<T, Device> logits = gpt2_extend(m, bank, cache, active, feed);
+    const std::int64_t V = logits.size(1), A = static_cast<std::int64_t>(active.size());
+    if (cfg.sample) {  // on the host: the draws come from each request's own Rng stream
+      Tensor<T, Cpu> host = logits.template to<Cpu>();
+      toks.resize(static_cast<std::size_t>(A));
+      logps.resize(static_cast<std::size_t>(A));
+      for (std::int64_t a = 0; a < A; ++a) {
+        const std::int64_t i = active[static_cast<std::size_t>(a)];
+        T* row = host.data() + a * V;
+        process_logits(row, cfg, static_cast<std::int64_t>(out[static_cast<std::size_t>(i)].ids.size()));
+        toks[static_cast<std::size_t>(a)] = sample_token(row, V, cfg, rngs[static_cast<std::size_t>(i)]);
+        logps[static_cast<std::size_t>(a)] =
+            static_cast<double>(row[toks[static_cast<std::size_t>(a)]]) - log_sum_exp_row(row, V);
+      }
+    } else {  // where the logits are: a GPU returns 2 numbers per row instead of V
+      ban_eos.assign(static_cast<std::size_t>(A), 0);
+      for (std::int64_t a = 0; a < A; ++a)
+        ban_eos[static_cast<std::size_t>(a)] =
+            static_cast<std::int64_t>(out[static_cast<std::size_t>(active[static_cast<std::size_t>(a)])].ids.size()) <
+            cfg.min_new_tokens;
+      greedy_select_kernel(Device{}, logits.data(), A, V, cfg, ban_eos, toks, logps);
+    }
     std::vector<std::int64_t> next_active;
     std::vector<std::vector<std::int32_t>> next_feed;
     for (std::size_t a = 0; a < active.size(); ++a) {
       const std::int64_t i = active[a];
       Generation& g = out[static_cast<std::size_t>(i)];
-      T* row = logits.data() + static_cast<std::int64_t>(a) * V;
-      process_logits(row, cfg, static_cast<std::int64_t>(g.ids.size()));
-      const std::int32_t tok =
-          cfg.sample ? sample_token(row, V, cfg, rngs[static_cast<std::size_t>(i)]) : argmax_token(row, V);
-      g.score += static_cast<double>(row[tok]) - log_sum_exp_row(row, V);
+      const std::int32_t tok = toks[a];
+      g.score += logps[a];
       if (tok == cfg.eos_id) {
         g.ended = true;
         continue;

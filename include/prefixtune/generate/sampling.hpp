@@ -10,6 +10,7 @@
 #include <numeric>
 #include <vector>
 
+#include "prefixtune/core/device.hpp"
 #include "prefixtune/core/error.hpp"
 #include "prefixtune/core/rng.hpp"
 #include "prefixtune/models/gpt2_config.hpp"
@@ -164,6 +165,26 @@ std::int32_t sample_token(const T* logits, std::int64_t V, const GenerateConfig&
     if (u < acc) return cand[i].second;
   }
   return cand[keep - 1].second;
+}
+
+/// The greedy choice of R rows of V logits in place on the host: the logit processors (bans, and the end token for
+/// rows flagged in ban_eos), then tok[r] = argmax (lowest index on ties) and logp[r] = its log-probability among the
+/// allowed tokens (in double). The CUDA kernel does the same on the GPU and returns only these 2R numbers.
+template <class T>
+void greedy_select_kernel(Cpu, T* logits, std::int64_t R, std::int64_t V, const GenerateConfig& cfg,
+                          const std::vector<std::uint8_t>& ban_eos, std::vector<std::int32_t>& tok,
+                          std::vector<double>& logp) {
+  tok.resize(static_cast<std::size_t>(R));
+  logp.resize(static_cast<std::size_t>(R));
+  for (std::int64_t r = 0; r < R; ++r) {
+    T* row = logits + r * V;
+    GenerateConfig c = cfg;
+    c.min_new_tokens = ban_eos[static_cast<std::size_t>(r)] ? 1 : 0;  // process_logits bans eos while generated < min
+    process_logits(row, c, 0);
+    const std::int32_t t = argmax_token(row, V);
+    tok[static_cast<std::size_t>(r)] = t;
+    logp[static_cast<std::size_t>(r)] = static_cast<double>(row[t]) - log_sum_exp_row(row, V);
+  }
 }
 
 }  // namespace detail

@@ -54,19 +54,19 @@ struct TrainProgress {
 };
 
 /// The outcome of train_prefix.
-template <class T>
+template <class T, class Device = Cpu>
 struct TrainResult {
   std::vector<double> losses;  // training loss of every step run in this call
   double best_valid_loss = std::numeric_limits<double>::infinity();
   std::int64_t best_step = -1;
-  DirectPrefix<T> best_prefix;  // merged at the best validation step (or at the end without validation)
-  std::int64_t steps = 0;       // the step count reached
+  DirectPrefix<T, Device> best_prefix;  // merged at the best validation step (or at the end without validation)
+  std::int64_t steps = 0;               // the step count reached
 };
 
 /// The summed negative log-likelihood (natural log) of every example's target tokens and their count, in order,
 /// with the prefix `table` (P, 2*L*C) (undefined: the bare model); no gradient. on_batch(done) follows progress.
-template <class T>
-std::vector<std::pair<double, std::int64_t>> score_examples(const Gpt2<T>& model, const Var<T>& table,
+template <class T, class Device>
+std::vector<std::pair<double, std::int64_t>> score_examples(const Gpt2<T, Device>& model, const Var<T, Device>& table,
                                                             const std::vector<Example>& data, std::int64_t batch_size,
                                                             std::int64_t position_offset,
                                                             const std::function<void(std::size_t)>& on_batch = {}) {
@@ -78,11 +78,14 @@ std::vector<std::pair<double, std::int64_t>> score_examples(const Gpt2<T>& model
   for (std::size_t b = 0; b < data.size(); b += static_cast<std::size_t>(batch_size)) {
     const std::size_t e = std::min(data.size(), b + static_cast<std::size_t>(batch_size));
     const TokenBatch batch = make_batch(data, order, b, e, 0);
-    Tape<T> tape;
-    PrefixKv<T> kv;
+    Tape<T, Device> tape;
+    PrefixKv<T, Device> kv;
     if (table.defined()) kv = prefix_kv_from_table(tape, table, model.config.n_layer, model.config.n_head);
-    auto h = gpt2_hidden(tape, model, batch.ids, batch.mask, kv, position_offset);
-    const auto losses = cross_entropy_per_position(h.value(), detail::value_of(model.head()), batch.targets);
+    const auto targets = batch.targets.template to<Device>();
+    auto h = gpt2_hidden(tape, model, batch.ids.template to<Device>(), batch.mask.template to<Device>(), kv,
+                         position_offset);
+    const auto losses =
+        cross_entropy_per_position(h.value(), detail::value_of(model.head()), targets).template to<Cpu>();
     for (std::int64_t r = 0; r < batch.ids.size(0); ++r) {
       double sum = 0;
       std::int64_t count = 0;
@@ -100,8 +103,8 @@ std::vector<std::pair<double, std::int64_t>> score_examples(const Gpt2<T>& model
 
 /// Mean over examples of the summed negative log-likelihood of their target tokens (the paper's objective), with
 /// the prefix `table` (P, 2*L*C) (undefined: no prefix); no gradient.
-template <class T>
-double evaluate_prefix(const Gpt2<T>& model, const Var<T>& table, const std::vector<Example>& data,
+template <class T, class Device>
+double evaluate_prefix(const Gpt2<T, Device>& model, const Var<T, Device>& table, const std::vector<Example>& data,
                        std::int64_t batch_size, std::int64_t position_offset) {
   PREFIXTUNE_CHECK(!data.empty(), "evaluate_prefix: no examples");
   double total = 0;
@@ -113,13 +116,13 @@ namespace detail {
 
 inline const char* kCheckpointFormat = "prefixtune.checkpoint";
 
-template <class T>
-void save_checkpoint(const std::string& path, const PrefixEncoder<T>& enc, const AdamW<T>& opt, std::int64_t step,
-                     std::uint64_t seed) {
+template <class T, class Device>
+void save_checkpoint(const std::string& path, const PrefixEncoder<T, Device>& enc, const AdamW<T, Device>& opt,
+                     std::int64_t step, std::uint64_t seed) {
   SafeTensorsWriter w;
   const auto params = enc.parameters();
   constexpr DType dtype = std::is_same_v<T, double> ? DType::F64 : DType::F32;
-  for (const auto& p : params) w.add(p.name(), p.value().clone(), dtype);
+  for (const auto& p : params) w.add(p.name(), p.value().template to<Cpu>(), dtype);
   opt.save_state(w, "optim.");
   w.add_metadata("format", kCheckpointFormat);
   w.add_metadata("step", std::to_string(step));
@@ -131,8 +134,9 @@ void save_checkpoint(const std::string& path, const PrefixEncoder<T>& enc, const
 }
 
 /// Loads encoder weights and optimizer state into the given (same-shaped) objects; returns the step.
-template <class T>
-std::int64_t load_checkpoint(const std::string& path, const PrefixEncoder<T>& enc, AdamW<T>& opt, std::uint64_t seed) {
+template <class T, class Device>
+std::int64_t load_checkpoint(const std::string& path, const PrefixEncoder<T, Device>& enc, AdamW<T, Device>& opt,
+                             std::uint64_t seed) {
   const SafeTensorsFile f = SafeTensorsFile::open(path);
   const auto& meta = f.metadata();
   auto get = [&](const std::string& key) {
@@ -144,7 +148,7 @@ std::int64_t load_checkpoint(const std::string& path, const PrefixEncoder<T>& en
   PREFIXTUNE_CHECK(get("seed") == std::to_string(seed), path, ": checkpoint was made with seed ", get("seed"),
                    ", this run uses ", seed, " (resuming would not reproduce the run)");
   for (const auto& p : enc.parameters()) {
-    Tensor<T> value = p.value();
+    Tensor<T, Device> value = p.value();
     value.copy_from(f.load<T>(p.name(), p.shape(), true));
   }
   opt.load_state(f, "optim.");
@@ -155,10 +159,11 @@ std::int64_t load_checkpoint(const std::string& path, const PrefixEncoder<T>& en
 
 /// Trains `encoder` (the only trainable weights) on `train` against the frozen `model`; validates on `valid`
 /// (may be empty). `on_progress` is called after every step.
-template <class T>
-TrainResult<T> train_prefix(const Gpt2<T>& model, PrefixEncoder<T>& encoder, const std::vector<Example>& train,
-                            const std::vector<Example>& valid, const TrainConfig& cfg,
-                            const std::function<void(const TrainProgress&)>& on_progress = {}) {
+template <class T, class Device>
+TrainResult<T, Device> train_prefix(const Gpt2<T, Device>& model, PrefixEncoder<T, Device>& encoder,
+                                    const std::vector<Example>& train, const std::vector<Example>& valid,
+                                    const TrainConfig& cfg,
+                                    const std::function<void(const TrainProgress&)>& on_progress = {}) {
   cfg.validate();
   PREFIXTUNE_CHECK(!train.empty(), "train: the training set is empty");
   const auto n = static_cast<std::int64_t>(train.size());
@@ -168,9 +173,9 @@ TrainResult<T> train_prefix(const Gpt2<T>& model, PrefixEncoder<T>& encoder, con
   AdamWConfig oc;
   oc.lr = cfg.lr;
   oc.weight_decay = cfg.weight_decay;
-  AdamW<T> opt(encoder.parameters(), oc);
+  AdamW<T, Device> opt(encoder.parameters(), oc);
   const LinearSchedule schedule{cfg.lr, cfg.warmup_steps, total};
-  TrainResult<T> result;
+  TrainResult<T, Device> result;
   std::int64_t step = 0;
   if (cfg.resume && !cfg.checkpoint_path.empty() && std::filesystem::exists(cfg.checkpoint_path))
     step = detail::load_checkpoint(cfg.checkpoint_path, encoder, opt, cfg.seed);
@@ -188,11 +193,11 @@ TrainResult<T> train_prefix(const Gpt2<T>& model, PrefixEncoder<T>& encoder, con
     const auto b = static_cast<std::size_t>(within * cfg.batch_size);
     const TokenBatch batch = make_batch(train, order, b, std::min(train.size(), b + cfg.batch_size), 0);
     Rng dropout_rng(cfg.seed, 0x8000000000000000ull + static_cast<std::uint64_t>(step));
-    Tape<T> tape;
+    Tape<T, Device> tape;
     auto kv =
         prefix_kv_from_table(tape, encoder.forward(tape, &dropout_rng), model.config.n_layer, model.config.n_head);
-    auto h = gpt2_hidden(tape, model, batch.ids, batch.mask, kv, offset);
-    auto loss = gpt2_loss(tape, model, h, batch.targets, Reduction::SumPerSequenceMeanBatch);
+    auto h = gpt2_hidden(tape, model, batch.ids.template to<Device>(), batch.mask.template to<Device>(), kv, offset);
+    auto loss = gpt2_loss(tape, model, h, batch.targets.template to<Device>(), Reduction::SumPerSequenceMeanBatch);
     const double loss_value = loss.value().item();
     PREFIXTUNE_CHECK(std::isfinite(loss_value), "train: non-finite loss ", loss_value, " at step ", step, " (epoch ",
                      epoch, "); the last checkpoint is kept");
@@ -209,7 +214,7 @@ TrainResult<T> train_prefix(const Gpt2<T>& model, PrefixEncoder<T>& encoder, con
     TrainProgress progress{step, total, epoch, loss_value, schedule.lr_at(step - 1), norm, std::nullopt};
     if (!valid.empty() && (step % eval_every == 0 || step == total)) {
       NoGradGuard no_grad;
-      Tape<T> t;
+      Tape<T, Device> t;
       const double v = evaluate_prefix(model, encoder.forward(t), valid, cfg.batch_size, offset);
       progress.valid_loss = v;
       if (v < result.best_valid_loss) {

@@ -59,10 +59,10 @@ class CudaCachingAllocator {
     }
     if (err != cudaSuccess) {
       (void)cudaGetLastError();
-      detail::throw_error("Cuda::allocate", detail::str_cat("CUDA error ", cudaGetErrorName(err), " (",
-                                                            cudaGetErrorString(err), ") allocating ", bytes,
-                                                            " bytes (", stats_.allocated, " in use, ",
-                                                            stats_.cached, " cached by this thread)"));
+      detail::throw_error(
+          "Cuda::allocate",
+          detail::str_cat("CUDA error ", cudaGetErrorName(err), " (", cudaGetErrorString(err), ") allocating ", bytes,
+                          " bytes (", stats_.allocated, " in use, ", stats_.cached, " cached by this thread)"));
     }
     ++stats_.cuda_mallocs;
     return track(p, cls);

@@ -128,8 +128,8 @@ void attention_forward_kernel(Cuda, const AttentionDims& d, const T* qkv, const 
   if (P > 0)
     cuda_prefix_gemm(d, Trans::N, Trans::T, Tn, P, HS, scale, q, HS, TH, false, prefix_k, HS, PH, true, T(0), s, L,
                      Tn * L, false);
-  prefixtune::gemm_strided_batched(Cuda{}, Trans::N, Trans::T, Tn, Tn, HS, scale, q, HS, TH, k, HS, TH, T(0), s + P,
-                                   L, Tn * L, BH);
+  prefixtune::gemm_strided_batched(Cuda{}, Trans::N, Trans::T, Tn, Tn, HS, scale, q, HS, TH, k, HS, TH, T(0), s + P, L,
+                                   Tn * L, BH);
   cuda_attention_softmax(d, s, mask);
   // Heads out = probs_prefix @ prefix_v + probs_tokens @ v, then merged into (B, T, C).
   if (P > 0)
@@ -164,20 +164,20 @@ void attention_backward_kernel(Cuda, const AttentionDims& d, const T* dout, cons
                                    T(0), ds.data() + P, L, Tn * L, BH);
   cuda_attention_softmax_backward(d, probs, ds.data(), scale);
   if (want_pk)  // dprefix_k += dscores_prefix^T @ q
-    cuda_prefix_gemm(d, Trans::T, Trans::N, P, HS, Tn, T(1), ds.data(), L, Tn * L, false, cache_q, HS, TH, false,
-                     T(1), dprefix_k, HS, PH, true);
+    cuda_prefix_gemm(d, Trans::T, Trans::N, P, HS, Tn, T(1), ds.data(), L, Tn * L, false, cache_q, HS, TH, false, T(1),
+                     dprefix_k, HS, PH, true);
   if (!dqkv) return;
   auto g = Tensor<T, Cuda>::empty(heads);
   // dq = dscores_prefix @ prefix_k + dscores_tokens @ k
   if (P > 0)
-    cuda_prefix_gemm(d, Trans::N, Trans::N, Tn, HS, P, T(1), ds.data(), L, Tn * L, false, prefix_k, HS, PH, true,
-                     T(0), g.data(), HS, TH, false);
-  prefixtune::gemm_strided_batched(Cuda{}, Trans::N, Trans::N, Tn, HS, Tn, T(1), ds.data() + P, L, Tn * L, cache_k,
-                                   HS, TH, P > 0 ? T(1) : T(0), g.data(), HS, TH, BH);
+    cuda_prefix_gemm(d, Trans::N, Trans::N, Tn, HS, P, T(1), ds.data(), L, Tn * L, false, prefix_k, HS, PH, true, T(0),
+                     g.data(), HS, TH, false);
+  prefixtune::gemm_strided_batched(Cuda{}, Trans::N, Trans::N, Tn, HS, Tn, T(1), ds.data() + P, L, Tn * L, cache_k, HS,
+                                   TH, P > 0 ? T(1) : T(0), g.data(), HS, TH, BH);
   cuda_merge_heads(d, g.data(), dqkv, 3 * C, 0, true);
   // dk = dscores_tokens^T @ q
-  prefixtune::gemm_strided_batched(Cuda{}, Trans::T, Trans::N, Tn, HS, Tn, T(1), ds.data() + P, L, Tn * L, cache_q,
-                                   HS, TH, T(0), g.data(), HS, TH, BH);
+  prefixtune::gemm_strided_batched(Cuda{}, Trans::T, Trans::N, Tn, HS, Tn, T(1), ds.data() + P, L, Tn * L, cache_q, HS,
+                                   TH, T(0), g.data(), HS, TH, BH);
   cuda_merge_heads(d, g.data(), dqkv, 3 * C, C, true);
   // dv = probs_tokens^T @ dy
   prefixtune::gemm_strided_batched(Cuda{}, Trans::T, Trans::N, Tn, HS, Tn, T(1), probs + P, L, Tn * L, dy.data(), HS,

@@ -13,15 +13,39 @@
 
 namespace prefixtune::detail {
 
+/// Up to this many rows travel by value in one launch's parameters (56 bytes each, well inside the 4 KiB limit),
+/// so decoding uploads nothing and never waits for the GPU; more rows take more launches.
+inline constexpr int kCachedRowsPerLaunch = 48;
+
 template <class T>
-__global__ void cached_attention_decode(CachedAttentionDims d, const CachedAttentionRow<T>* rows,
-                                        const std::int32_t* row_of, const T* qkv, const T* cache_k, const T* cache_v,
-                                        T* out, T scale) {
+struct CachedRowsParam {
+  CachedAttentionRow<T> rows[kCachedRowsPerLaunch];
+};
+
+/// Appends the new tokens' K/V of row blockIdx.y to its slot (grid-stride over count * 2C elements).
+template <class T>
+__global__ void cached_attention_append(CachedAttentionDims d, CachedRowsParam<T> p, const T* qkv, T* cache_k,
+                                        T* cache_v) {
+  const CachedAttentionRow<T>& w = p.rows[blockIdx.y];
+  const std::int64_t NH = d.NH, HS = d.HS, C = NH * HS, cap = d.capacity, n = w.count * 2 * C;
+  for (std::int64_t x = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; x < n;
+       x += std::int64_t{gridDim.x} * blockDim.x) {
+    const std::int64_t j = x / (2 * C), c = x % (2 * C), h = (c % C) / HS, e = c % HS;
+    T* dst = (c < C ? cache_k : cache_v) + ((w.slot * NH + h) * cap + w.past + j) * HS + e;
+    *dst = qkv[(w.first + j) * 3 * C + C + c];
+  }
+}
+
+/// One block per (new token blockIdx.x of row blockIdx.z, head blockIdx.y): scores over the row's prefix and
+/// cached keys up to itself, softmax (sum in double), output.
+template <class T>
+__global__ void cached_attention_decode(CachedAttentionDims d, CachedRowsParam<T> p, const T* qkv, const T* cache_k,
+                                        const T* cache_v, T* out, T scale) {
   extern __shared__ unsigned char smem[];
-  const std::int64_t i = blockIdx.x, h = blockIdx.y, NH = d.NH, HS = d.HS, C = NH * HS, cap = d.capacity;
-  if (row_of[i] < 0) return;  // a gap in the packing (not produced by gpt2_extend)
-  const CachedAttentionRow<T> w = rows[row_of[i]];
-  const std::int64_t j = i - w.first, P = w.prefix_len, keys = w.past + j + 1, L = P + keys;
+  const CachedAttentionRow<T>& w = p.rows[blockIdx.z];
+  const std::int64_t j = blockIdx.x, h = blockIdx.y, NH = d.NH, HS = d.HS, C = NH * HS, cap = d.capacity;
+  if (j >= w.count) return;  // the whole block leaves together
+  const std::int64_t i = w.first + j, P = w.prefix_len, keys = w.past + j + 1, L = P + keys;
   T* q = reinterpret_cast<T*>(smem);  // HS query values, then L scores
   T* s = q + HS;
   for (std::int64_t e = threadIdx.x; e < HS; e += blockDim.x) q[e] = qkv[i * 3 * C + h * HS + e];
@@ -51,40 +75,35 @@ __global__ void cached_attention_decode(CachedAttentionDims d, const CachedAtten
   }
 }
 
-/// Same contract as cached_attention_kernel(Cpu, ...); rows is a host array (copied to the GPU with a map from
-/// each packed token to its row).
+/// Same contract as cached_attention_kernel(Cpu, ...). The rows go to the GPU as launch parameters, in groups of
+/// kCachedRowsPerLaunch; every group appends first (a token attends to itself and to earlier new tokens of its
+/// row, and rows never share a slot), then attends.
 template <class T>
 void cached_attention_kernel(Cuda, const CachedAttentionDims& d, const CachedAttentionRow<T>* rows, std::int64_t R,
                              const T* qkv, T* cache_k, T* cache_v, T* out) {
-  const std::int64_t NH = d.NH, HS = d.HS, C = d.C(), cap = d.capacity;
-  std::int64_t N = 0, max_l = 0;
-  for (std::int64_t r = 0; r < R; ++r) {
-    N = std::max(N, rows[r].first + rows[r].count);
-    max_l = std::max(max_l, rows[r].prefix_len + rows[r].past + rows[r].count);
+  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(d.HS)));
+  for (std::int64_t r0 = 0; r0 < R; r0 += kCachedRowsPerLaunch) {
+    const int n = static_cast<int>(std::min<std::int64_t>(kCachedRowsPerLaunch, R - r0));
+    CachedRowsParam<T> p{};
+    std::int64_t max_count = 0, max_l = 0;
+    for (int r = 0; r < n; ++r) {
+      p.rows[r] = rows[r0 + r];
+      max_count = std::max(max_count, p.rows[r].count);
+      max_l = std::max(max_l, p.rows[r].prefix_len + p.rows[r].past + p.rows[r].count);
+    }
+    if (max_count == 0) continue;
+    PREFIXTUNE_CHECK(max_count <= 0x7fffffff, "cached_attention(Cuda): ", max_count, " new tokens in one row");
+    const std::size_t shared = static_cast<std::size_t>(d.HS + max_l) * sizeof(T);
+    PREFIXTUNE_CHECK(shared <= 48 * 1024, "cached_attention(Cuda): ", max_l,
+                     " keys per row exceed the shared memory of one block");
+    cached_attention_append<<<dim3(cuda_blocks(max_count * 2 * d.C()), static_cast<unsigned>(n)), kCudaThreads, 0,
+                              cuda_stream()>>>(d, p, qkv, cache_k, cache_v);
+    cuda_check_launch("cached_attention append");
+    cached_attention_decode<<<dim3(static_cast<unsigned>(max_count), static_cast<unsigned>(d.NH),
+                                   static_cast<unsigned>(n)),
+                              128, shared, cuda_stream()>>>(d, p, qkv, cache_k, cache_v, out, scale);
+    cuda_check_launch("cached_attention");
   }
-  if (N == 0) return;
-  std::vector<std::int32_t> row_of(static_cast<std::size_t>(N), -1);
-  for (std::int64_t r = 0; r < R; ++r)
-    for (std::int64_t j = 0; j < rows[r].count; ++j) row_of[static_cast<std::size_t>(rows[r].first + j)] = static_cast<std::int32_t>(r);
-  auto d_rows = Tensor<unsigned char, Cuda>::empty(Shape{static_cast<std::int64_t>(R * sizeof(CachedAttentionRow<T>))});
-  Cuda::copy_from_host(d_rows.data(), rows, static_cast<std::size_t>(R) * sizeof(CachedAttentionRow<T>));
-  const auto d_row_of = cuda_upload(row_of.data(), N);
-  const auto* rw = reinterpret_cast<const CachedAttentionRow<T>*>(d_rows.data());
-  const std::int32_t* ro = d_row_of.data();
-  // Append every new token's K/V to its slot first: a token attends to itself and to earlier new tokens.
-  cuda_for_elements("cached_attention append", N * 2 * C, [=] __device__(std::int64_t x) {
-    const std::int64_t i = x / (2 * C), c = x % (2 * C), which = c / C, h = (c % C) / HS, e = c % HS;
-    if (ro[i] < 0) return;  // a gap in the packing (not produced by gpt2_extend)
-    const CachedAttentionRow<T>& w = rw[ro[i]];
-    T* dst = (which == 0 ? cache_k : cache_v) + ((w.slot * NH + h) * cap + w.past + (i - w.first)) * HS + e;
-    *dst = qkv[i * 3 * C + C + c];
-  });
-  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(HS)));
-  const std::size_t shared = static_cast<std::size_t>(HS + max_l) * sizeof(T);
-  PREFIXTUNE_CHECK(shared <= 48 * 1024, "cached_attention(Cuda): ", max_l, " keys exceed the shared-memory scores");
-  cached_attention_decode<<<dim3(static_cast<unsigned>(N), static_cast<unsigned>(NH)), 128, shared, cuda_stream()>>>(
-      d, rw, ro, qkv, cache_k, cache_v, out, scale);
-  cuda_check_launch("cached_attention");
 }
 
 template <class T>

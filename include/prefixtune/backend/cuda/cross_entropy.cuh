@@ -18,9 +18,9 @@ namespace prefixtune::detail {
 /// Same contract as cross_entropy_chunked_kernel(Cpu, ...): rows and targets are host arrays; the loss sum is
 /// formed on the host in row order (independent of the chunking).
 template <class T>
-double cross_entropy_chunked_kernel(Cuda, const T* h, const T* E, const std::int64_t* rows,
-                                    const std::int32_t* targets, std::int64_t n, std::int64_t C, std::int64_t V,
-                                    double weight, std::int64_t chunk_rows, T* row_loss, T* dh, T* dE) {
+double cross_entropy_chunked_kernel(Cuda, const T* h, const T* E, const std::int64_t* rows, const std::int32_t* targets,
+                                    std::int64_t n, std::int64_t C, std::int64_t V, double weight,
+                                    std::int64_t chunk_rows, T* row_loss, T* dh, T* dE) {
   if (n == 0) return 0.0;
   const bool want_grad = dh != nullptr || dE != nullptr;
   const std::int64_t cap = std::min(chunk_rows, n);

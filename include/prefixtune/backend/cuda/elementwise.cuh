@@ -37,8 +37,7 @@ void gelu_forward_kernel(Cuda, const T* x, T* out, std::int64_t n) {
 
 template <class T>
 void gelu_backward_kernel(Cuda, const T* dout, const T* x, T* dx, std::int64_t n) {
-  cuda_for_elements("gelu_backward", n,
-                    [=] __device__(std::int64_t i) { dx[i] += dout[i] * gelu_derivative(x[i]); });
+  cuda_for_elements("gelu_backward", n, [=] __device__(std::int64_t i) { dx[i] += dout[i] * gelu_derivative(x[i]); });
 }
 
 template <class T>

@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: MIT
+// The CLI's model commands on the GPU: the same templates as on the CPU, instantiated on Cuda by nvcc.
+#include <prefixtune/cuda.cuh>
+
+#include "cli_cuda.hpp"
+
+namespace prefixtune_cli {
+
+int cmd_score_cuda(const std::string& model_dir, const std::string& prefix_path, const std::string& data,
+                   std::int64_t batch_size) {
+  return cmd_score<Cuda>(model_dir, prefix_path, data, batch_size);
+}
+
+int cmd_train_cuda(const std::string& model_dir, const std::string& train_path, const std::string& valid_path,
+                   const std::string& out, const PrefixConfig& pc, const TrainConfig& cfg, std::size_t max_length) {
+  return cmd_train<Cuda>(model_dir, train_path, valid_path, out, pc, cfg, max_length);
+}
+
+int cmd_generate_cuda(const std::string& model_dir, const std::string& prefix_path, GenerateConfig cfg,
+                      std::int64_t batch_size) {
+  return cmd_generate<Cuda>(model_dir, prefix_path, cfg, batch_size);
+}
+
+}  // namespace prefixtune_cli
