@@ -65,6 +65,7 @@ def main():
 
     add("W1 train step fp32 (B=4, T=128, P=10)", r"BM_prefix_train_step<Cuda>", "torch_train_fp32.json")
     add("W1 train step tf32", r"BM_prefix_train_step_tf32", "torch_train_tf32.json")
+    add("W1 train step bf16 GEMMs (vs PyTorch tf32)", r"BM_prefix_train_step_bf16", "torch_train_tf32.json")
     add("generate batch 1, no prefix", r"BM_generate_batch1<Cuda>/prefix:0", "torch_gen_b1_p0.json")
     add("generate batch 1, P=10 prefix", r"BM_generate_batch1<Cuda>/prefix:1", "torch_gen_b1_p10.json")
     add("generate 8 users, 8 prefixes, one batch", r"BM_generate_many_prefixes<Cuda>/batched:1",

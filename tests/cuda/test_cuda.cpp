@@ -4,6 +4,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdio>
 
 #include "prefixtune/cuda.hpp"
@@ -49,7 +50,7 @@ TEST_CASE_TEMPLATE("cuBLAS gemm matches the CPU gemm on odd shapes and all trans
       }
 }
 
-TEST_CASE("cuBLAS strided-batched gemm and TF32 mode") {
+TEST_CASE("cuBLAS strided-batched gemm, TF32 and bf16 modes") {
   Rng rng(12);
   auto a = Tensor<float>::empty({6, 33, 40}), b = Tensor<float>::empty({6, 40, 27}),
        c = Tensor<float>::zeros({6, 33, 27});
@@ -64,6 +65,14 @@ TEST_CASE("cuBLAS strided-batched gemm and TF32 mode") {
   gemm(da, Trans::N, db, Trans::N, dc);
   CudaContext::current().set_math(CudaMath::Fp32);
   CHECK(max_rel_diff(dc.to_vector(), c.to_vector()) < 1e-3);
+  CudaContext::current().set_math(CudaMath::Bf16);
+  gemm(da, Trans::N, db, Trans::N, dc);
+  CudaContext::current().set_math(CudaMath::Fp32);
+  double num = 0, den = 0;  // normwise: bf16 keeps 8 significant bits of each input
+  const auto g = dc.to_vector(), r = c.to_vector();
+  for (std::size_t i = 0; i < r.size(); ++i) num += (g[i] - r[i]) * (g[i] - r[i]), den += r[i] * r[i];
+  CHECK(std::sqrt(num / den) < 1e-2);
+  CHECK(std::sqrt(num / den) > 1e-5);  // bf16 really ran
 }
 
 TEST_CASE("CUDA errors become prefixtune::Error") {

@@ -17,8 +17,9 @@ inline int cuda_device_count() {
   return n;
 }
 
-/// Math precision of fp32 GEMMs: exact fp32 (default) or TF32 tensor cores (~1e-3 relative error).
-enum class CudaMath { Fp32, Tf32 };
+/// Math precision of fp32 GEMMs: exact fp32 (default), TF32 tensor cores (~1e-3 relative error), or bf16 tensor
+/// cores with fp32 accumulation (~1e-2). Storage stays fp32 in every mode; only the products' inputs are rounded.
+enum class CudaMath { Fp32, Tf32, Bf16 };
 
 /// One stream and one cuBLAS handle on `device`. Not copyable; movable contexts are not needed.
 class CudaContext {
@@ -48,7 +49,8 @@ class CudaContext {
   cublasHandle_t cublas() const { return handle_; }
   CudaMath math() const { return math_; }
 
-  /// TF32 is opt-in: cuBLAS then rounds fp32 inputs to 10-bit mantissas inside tensor cores.
+  /// TF32 and bf16 are opt-in: cuBLAS then rounds fp32 inputs to 10-bit (TF32) or 7-bit (bf16) mantissas inside
+  /// tensor cores.
   void set_math(CudaMath m) {
     PREFIXTUNE_CUBLAS_CHECK(
         cublasSetMathMode(handle_, m == CudaMath::Tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));

@@ -25,7 +25,9 @@ void cublas_gemm(Trans ta, Trans tb, std::int64_t m, std::int64_t n, std::int64_
   const cudaDataType_t dtype = std::is_same_v<T, float> ? CUDA_R_32F : CUDA_R_64F;
   cublasComputeType_t compute = CUBLAS_COMPUTE_64F;
   if constexpr (std::is_same_v<T, float>) {
-    compute = ctx.math() == CudaMath::Tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    compute = ctx.math() == CudaMath::Tf32   ? CUBLAS_COMPUTE_32F_FAST_TF32
+              : ctx.math() == CudaMath::Bf16 ? CUBLAS_COMPUTE_32F_FAST_16BF
+                                             : CUBLAS_COMPUTE_32F;
   }
   const cublasOperation_t opa = ta == Trans::N ? CUBLAS_OP_N : CUBLAS_OP_T;
   const cublasOperation_t opb = tb == Trans::N ? CUBLAS_OP_N : CUBLAS_OP_T;
