@@ -371,7 +371,8 @@ TEST_CASE("prefixtune --device cuda: train, score and generate equal --device cp
     const bool no_cuda_build = gpu.output.find("built without CUDA") != std::string::npos;
     const bool no_gpu = gpu.output.find("not available") != std::string::npos;
     CHECK((no_cuda_build || no_gpu));
-    MESSAGE(std::string("--device cuda not run here: ") + (no_cuda_build ? "a build without CUDA" : "no GPU"));
+    const std::string why = no_cuda_build ? "a build without CUDA" : "no GPU";
+    MESSAGE("--device cuda not run here: ", why);
     return;
   }
   const auto cpu_scores = json_lines(run(score).output), gpu_scores = json_lines(gpu.output);
