@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // GPU benchmarks of the model workloads, the same templates as the CPU benchmarks on Tensor<float, Cuda>:
-// W1 (one GPT-2 small prefix-tuning step, B=4 x T=128, fp32 and opt-in TF32 / bf16 GEMMs) and generation (batch 1 with and
-// without a P=10 prefix; 8 requests with 8 prefixes, one after another vs one batch). torch_train_step.py and
+// W1 (one GPT-2 small prefix-tuning step, B=4 x T=128, fp32 and opt-in TF32 / bf16 GEMMs) and generation (batch 1 with
+// and without a P=10 prefix; 8 requests with 8 prefixes, one after another vs one batch). torch_train_step.py and
 // torch_generate.py with --device cuda are the same-machine PyTorch baselines (scripts/gpu_check.sh runs all).
 #include "prefixtune/cuda.cuh"
 // the workloads (after the CUDA kernels: they instantiate the ops on Cuda)

@@ -28,7 +28,7 @@ print_summary() {
 
 echo "== formatting (clang-format --dry-run -Werror)"
 git ls-files -- 'include/*.hpp' 'include/*.cuh' 'tests/*.cpp' 'tests/*.hpp' 'tests/*.cu' 'benchmarks/*.cpp' \
-  'examples/*.cpp' 'benchmarks/*.cu' | xargs clang-format --dry-run -Werror
+  'benchmarks/*.hpp' 'benchmarks/*.cu' 'examples/*.cpp' 'examples/*.hpp' 'examples/*.cu' | xargs clang-format --dry-run -Werror
 
 echo "== release build + tests"
 cmake -S . -B build-release "${common[@]}"
@@ -50,11 +50,12 @@ done
 if [ -n "$nvcc" ]; then
   echo "== CUDA configuration (compile + link; GPU tests skip without a GPU)"
   cuda_root=$(dirname "$(dirname "$nvcc")")
-  # One virtual architecture (PTX, no machine code) keeps this compile-and-link check short; a GPU build
-  # (scripts/gpu_check.sh, or your own) picks real architectures. The GPU sources of the CLI and of the benchmarks
-  # are compiled too (objects only: their host parts are the Release build's).
-  cmake -S . -B build-cuda "${common[@]}" -DPREFIXTUNE_ENABLE_CUDA=ON -DCUDAToolkit_ROOT="$cuda_root" \
-    -DCMAKE_CUDA_ARCHITECTURES=90-virtual -DPREFIXTUNE_INSTALL=OFF
+  # A compile-and-link check, kept short: no optimization (build type CompileCheck has no flags) and one virtual
+  # architecture (PTX, no machine code); a GPU build (scripts/gpu_check.sh, or your own) is Release with real
+  # architectures. The GPU sources of the CLI and of the benchmarks are compiled too (objects only: their host parts
+  # are the Release build's).
+  cmake -S . -B build-cuda "${common[@]}" -DCMAKE_BUILD_TYPE=CompileCheck -DPREFIXTUNE_ENABLE_CUDA=ON \
+    -DCUDAToolkit_ROOT="$cuda_root" -DCMAKE_CUDA_ARCHITECTURES=90-virtual -DPREFIXTUNE_INSTALL=OFF
   cmake --build build-cuda -j"$jobs" --target test_cuda
   make -C build-cuda/examples -j"$jobs" cli_cuda.cu.o
   make -C build-cuda/benchmarks -j"$jobs" bench_cuda_model.cu.o
