@@ -50,15 +50,12 @@ done
 if [ -n "$nvcc" ]; then
   echo "== CUDA configuration (compile + link; GPU tests skip without a GPU)"
   cuda_root=$(dirname "$(dirname "$nvcc")")
-  # A compile-and-link check, kept short: no optimization (build type CompileCheck has no flags) and one virtual
-  # architecture (PTX, no machine code); a GPU build (scripts/gpu_check.sh, or your own) is Release with real
-  # architectures. The GPU sources of the CLI and of the benchmarks are compiled too (objects only: their host parts
-  # are the Release build's).
+  # A compile-and-link check of every GPU program (tests, the CLI with --device cuda, the benchmarks), kept short:
+  # no optimization (build type CompileCheck has no flags) and one virtual architecture (PTX, no machine code); a
+  # GPU build (scripts/gpu_check.sh, or your own) is Release with real architectures.
   cmake -S . -B build-cuda "${common[@]}" -DCMAKE_BUILD_TYPE=CompileCheck -DPREFIXTUNE_ENABLE_CUDA=ON \
     -DCUDAToolkit_ROOT="$cuda_root" -DCMAKE_CUDA_ARCHITECTURES=90-virtual -DPREFIXTUNE_INSTALL=OFF
-  cmake --build build-cuda -j"$jobs" --target test_cuda
-  make -C build-cuda/examples -j"$jobs" cli_cuda.cu.o
-  make -C build-cuda/benchmarks -j"$jobs" bench_cuda_model.cu.o
+  cmake --build build-cuda -j"$jobs" --target test_cuda prefixtune_cli bench_cuda
   run_ctest --test-dir build-cuda "${ctest_args[@]}" -L cuda
 else
   echo "== CUDA configuration SKIPPED: no nvcc found (install the CUDA toolkit to build the GPU backend)"

@@ -116,11 +116,30 @@ void tanh_backward_kernel(Cpu, const T* dout, const T* y, T* dx, std::int64_t n)
   parallel_for_elements(n, [=](std::int64_t i) { dx[i] += dout[i] * tanh_derivative_from_output(y[i]); });
 }
 
-/// Dropout mask applied to src: element i is kept iff its draw, word i % 4 of
-/// philox4x32(seed, i / 4 + offset, 0), passes dropout_keeps; then
+/// Block b (elements 4b .. 4b + 3) of the dropout mask applied to src (written once for the CPU and CUDA kernels):
+/// element i is kept iff its draw, word i % 4 of philox4x32(seed, i / 4 + offset, 0), passes dropout_keeps; then
 ///   accumulate == false: dst[i] = kept ? src[i] * scale : 0   (forward, dst may alias src)
 ///   accumulate == true:  dst[i] += kept ? src[i] * scale : 0  (backward)
 /// One Philox block serves four consecutive elements, so `offset` counts blocks of 4 elements.
+template <class T>
+PREFIXTUNE_HOST_DEVICE inline void dropout_apply_block(const T* src, T p, T scale, std::uint64_t seed,
+                                                       std::uint64_t offset, T* dst, std::int64_t n, std::int64_t b,
+                                                       bool accumulate) {
+  std::uint32_t bits[4];
+  philox4x32(seed, static_cast<std::uint64_t>(b) + offset, 0, bits);
+  const std::int64_t base = 4 * b;
+  const int count = n - base < 4 ? static_cast<int>(n - base) : 4;
+  for (int j = 0; j < count; ++j) {
+    const T v = dropout_keeps(bits[j], p) ? src[base + j] * scale : T(0);
+    if (accumulate) {
+      dst[base + j] += v;
+    } else {
+      dst[base + j] = v;
+    }
+  }
+}
+
+/// The mask above over all n elements, one Philox block (four elements) per iteration; scale = 1 / (1 - p).
 template <class T>
 void dropout_apply_kernel(Cpu, const T* src, T p, std::uint64_t seed, std::uint64_t offset, T* dst, std::int64_t n,
                           bool accumulate) {
@@ -129,20 +148,7 @@ void dropout_apply_kernel(Cpu, const T* src, T p, std::uint64_t seed, std::uint6
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) if (n >= kElementwiseParallelMin)
 #endif
-  for (std::int64_t b = 0; b < blocks; ++b) {
-    std::uint32_t bits[4];
-    philox4x32(seed, static_cast<std::uint64_t>(b) + offset, 0, bits);
-    const std::int64_t base = 4 * b;
-    const int count = n - base < 4 ? static_cast<int>(n - base) : 4;
-    for (int j = 0; j < count; ++j) {
-      const T v = dropout_keeps(bits[j], p) ? src[base + j] * scale : T(0);
-      if (accumulate) {
-        dst[base + j] += v;
-      } else {
-        dst[base + j] = v;
-      }
-    }
-  }
+  for (std::int64_t b = 0; b < blocks; ++b) dropout_apply_block(src, p, scale, seed, offset, dst, n, b, accumulate);
 }
 
 /// out = dropout(x) with the mask of (seed, offset); out may alias x.

@@ -57,18 +57,7 @@ void dropout_apply_kernel(Cuda, const T* src, T p, std::uint64_t seed, std::uint
                           bool accumulate) {
   const T scale = T(1) / (T(1) - p);
   cuda_for_elements("dropout", (n + 3) / 4, [=] __device__(std::int64_t b) {
-    std::uint32_t bits[4];
-    philox4x32(seed, static_cast<std::uint64_t>(b) + offset, 0, bits);
-    const std::int64_t base = 4 * b;
-    const int count = n - base < 4 ? static_cast<int>(n - base) : 4;
-    for (int j = 0; j < count; ++j) {
-      const T v = dropout_keeps(bits[j], p) ? src[base + j] * scale : T(0);
-      if (accumulate) {
-        dst[base + j] += v;
-      } else {
-        dst[base + j] = v;
-      }
-    }
+    dropout_apply_block(src, p, scale, seed, offset, dst, n, b, accumulate);
   });
 }
 
@@ -83,22 +72,11 @@ void dropout_backward_kernel(Cuda, const T* dout, T p, std::uint64_t seed, std::
   dropout_apply_kernel(Cuda{}, dout, p, seed, offset, dx, n, true);
 }
 
-/// The CPU kernel's AdamW update (same operations in the same order, scalars rounded to T once).
+/// The CPU kernel's AdamW update (the same AdamWStep::update per element).
 template <class T>
 void adamw_step_kernel(Cuda, T* p, const T* g, T* m, T* v, std::int64_t n, const AdamWScalars& s) {
-  const T decay = static_cast<T>(s.decay), b1 = static_cast<T>(s.beta1), b2 = static_cast<T>(s.beta2);
-  const T one_minus_b1 = static_cast<T>(1.0 - s.beta1), one_minus_b2 = static_cast<T>(1.0 - s.beta2);
-  const T neg_step = static_cast<T>(-s.step_size), bc2 = static_cast<T>(s.bias_correction2_sqrt);
-  const T eps = static_cast<T>(s.eps);
-  cuda_for_elements("adamw_step", n, [=] __device__(std::int64_t i) {
-    const T gi = g[i];
-    const T mi = m[i] * b1 + one_minus_b1 * gi;
-    const T vi = v[i] * b2 + (one_minus_b2 * gi) * gi;
-    m[i] = mi;
-    v[i] = vi;
-    const T denom = sqrt(vi) / bc2 + eps;
-    p[i] = p[i] * decay + (neg_step * mi) / denom;
-  });
+  const AdamWStep<T> step(s);
+  cuda_for_elements("adamw_step", n, [=] __device__(std::int64_t i) { step.update(p[i], g[i], m[i], v[i]); });
 }
 
 inline constexpr int kSumSquaresBlocks = 264;  // two per SM of an H100; the partials are summed on the host
