@@ -121,6 +121,15 @@ Gpt2<T, Device> frozen_view(const Gpt2<T, Device, Var<T, Device>>& m) {
   return f;
 }
 
+/// Number of weights (a tied head counted once), e.g. 124,439,808 for GPT-2 small.
+template <class T, class Device, class Param>
+std::int64_t num_parameters(const Gpt2<T, Device, Param>& m) {
+  std::int64_t n = 0;
+  for (const auto* w : detail::gpt2_weight_slots(m)) n += detail::value_of(*w).numel();
+  if (detail::value_of(m.lm_head).defined()) n += detail::value_of(m.lm_head).numel();
+  return n;
+}
+
 /// A copy of a frozen model on another device, e.g. `to_device<Cuda>(load_gpt2<float>(dir))`.
 template <class To, class T, class From>
 Gpt2<T, To> to_device(const Gpt2<T, From>& m) {
