@@ -27,6 +27,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "example_options.hpp"
+
 using namespace prefixtune;
 namespace fs = std::filesystem;
 
@@ -65,6 +67,25 @@ void usage(const char* argv0) {
 /// Parses argv into Options; returns nullopt (after printing usage) on a bad command line.
 std::optional<Options> parse_args(int argc, char** argv) {
   Options o;
+  const prefixtune_examples::OptionTargets targets{
+      {{"--corpus", &o.corpus}, {"--vocab", &o.vocab}, {"--out", &o.out}, {"--dtype", &o.dtype}},
+      {{"--layers", &o.layers},
+       {"--embd", &o.embd},
+       {"--heads", &o.heads},
+       {"--positions", &o.positions},
+       {"--block", &o.block},
+       {"--batch", &o.batch},
+       {"--steps", &o.steps},
+       {"--warmup", &o.warmup},
+       {"--eval-every", &o.eval_every},
+       {"--eval-blocks", &o.eval_blocks},
+       {"--sample-tokens", &o.sample_tokens}},
+      {{"--minutes", &o.minutes},
+       {"--lr", &o.lr},
+       {"--weight-decay", &o.weight_decay},
+       {"--clip", &o.clip},
+       {"--val-fraction", &o.val_fraction}},
+      {{"--seed", &o.seed}}};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "-h" || a == "--help") {
@@ -76,41 +97,11 @@ std::optional<Options> parse_args(int argc, char** argv) {
       usage(argv[0]);
       return std::nullopt;
     }
-    const std::string v = argv[++i];
-    const std::map<std::string, std::string*> text = {
-        {"--corpus", &o.corpus}, {"--vocab", &o.vocab}, {"--out", &o.out}, {"--dtype", &o.dtype}};
-    const std::map<std::string, std::int64_t*> ints = {{"--layers", &o.layers},
-                                                       {"--embd", &o.embd},
-                                                       {"--heads", &o.heads},
-                                                       {"--positions", &o.positions},
-                                                       {"--block", &o.block},
-                                                       {"--batch", &o.batch},
-                                                       {"--steps", &o.steps},
-                                                       {"--warmup", &o.warmup},
-                                                       {"--eval-every", &o.eval_every},
-                                                       {"--eval-blocks", &o.eval_blocks},
-                                                       {"--sample-tokens", &o.sample_tokens}};
-    const std::map<std::string, double*> reals = {{"--minutes", &o.minutes},
-                                                  {"--lr", &o.lr},
-                                                  {"--weight-decay", &o.weight_decay},
-                                                  {"--clip", &o.clip},
-                                                  {"--val-fraction", &o.val_fraction}};
-    char* end = nullptr;
-    if (text.count(a)) {
-      *text.at(a) = v;
-      continue;
-    } else if (ints.count(a)) {
-      *ints.at(a) = std::strtoll(v.c_str(), &end, 10);
-    } else if (reals.count(a)) {
-      *reals.at(a) = std::strtod(v.c_str(), &end);
-    } else if (a == "--seed") {
-      o.seed = std::strtoull(v.c_str(), &end, 10);
-    } else {
+    if (!prefixtune_examples::set_option(targets, a, argv[++i])) {
       std::fprintf(stderr, "%s: unknown option '%s'\n", argv[0], a.c_str());
       usage(argv[0]);
       return std::nullopt;
     }
-    PREFIXTUNE_CHECK(!v.empty() && *end == '\0', a, ": '", v, "' is not a number");
   }
   if (o.corpus.empty() || o.vocab.empty() || o.out.empty()) {
     std::fprintf(stderr, "%s: --corpus, --vocab and --out are required\n", argv[0]);
@@ -131,10 +122,7 @@ std::optional<Options> parse_args(int argc, char** argv) {
   return o;
 }
 
-/// Seconds since `t0`.
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
+using prefixtune_examples::seconds_since;
 
 // ------------------------------------------------------------------------------------------------------------ data
 

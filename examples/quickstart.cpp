@@ -21,6 +21,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "example_options.hpp"
+
 using namespace prefixtune;
 namespace fs = std::filesystem;
 
@@ -53,24 +55,26 @@ void usage(const char* argv0) {
 
 /// Parses argv into o; returns false (after printing usage) on a bad command line.
 bool parse(int argc, char** argv, Options& o) {
-  const std::map<std::string, std::string*> strings = {
-      {"--model", &o.model}, {"--random-base", &o.random_base}, {"--data", &o.data}, {"--out", &o.out}};
-  const std::map<std::string, std::int64_t*> ints = {{"--train-examples", &o.train_examples},
-                                                     {"--valid-examples", &o.valid_examples},
-                                                     {"--test-tables", &o.test_tables},
-                                                     {"--steps", &o.steps},
-                                                     {"--batch", &o.batch},
-                                                     {"--prefix-length", &o.prefix_length},
-                                                     {"--mid", &o.mid},
-                                                     {"--beam", &o.beam},
-                                                     {"--max-new-tokens", &o.max_new_tokens},
-                                                     {"--show", &o.shown}};
   std::vector<std::string> args(argv + 1, argv + argc);
   if (std::find(args.begin(), args.end(), "--smoke") != args.end()) {  // defaults first, flags may override them
     o.smoke = true;
     o.train_examples = 24, o.valid_examples = 8, o.test_tables = 3, o.steps = 30, o.batch = 4;
     o.prefix_length = 4, o.mid = 32, o.beam = 2, o.max_new_tokens = 8, o.lr = 1e-2, o.shown = 1;
   }
+  const prefixtune_examples::OptionTargets targets{
+      {{"--model", &o.model}, {"--random-base", &o.random_base}, {"--data", &o.data}, {"--out", &o.out}},
+      {{"--train-examples", &o.train_examples},
+       {"--valid-examples", &o.valid_examples},
+       {"--test-tables", &o.test_tables},
+       {"--steps", &o.steps},
+       {"--batch", &o.batch},
+       {"--prefix-length", &o.prefix_length},
+       {"--mid", &o.mid},
+       {"--beam", &o.beam},
+       {"--max-new-tokens", &o.max_new_tokens},
+       {"--show", &o.shown}},
+      {{"--lr", &o.lr}},
+      {{"--seed", &o.seed}}};
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--smoke") continue;
@@ -79,22 +83,18 @@ bool parse(int argc, char** argv, Options& o) {
       return false;
     }
     const std::string& v = args[++i];
-    if (auto s = strings.find(a); s != strings.end()) {
-      *s->second = v;
-    } else if (auto n = ints.find(a); n != ints.end()) {
-      char* end = nullptr;
-      *n->second = std::strtoll(v.c_str(), &end, 10);
-      if (*end != '\0' || *n->second < 1) {
-        std::fprintf(stderr, "%s needs a positive integer, got '%s'\n", a.c_str(), v.c_str());
+    try {
+      if (!prefixtune_examples::set_option(targets, a, v)) {
+        std::fprintf(stderr, "unknown option '%s'\n", a.c_str());
+        usage(argv[0]);
         return false;
       }
-    } else if (a == "--lr") {
-      o.lr = std::atof(v.c_str());
-    } else if (a == "--seed") {
-      o.seed = std::strtoull(v.c_str(), nullptr, 10);
-    } else {
-      std::fprintf(stderr, "unknown option '%s'\n", a.c_str());
-      usage(argv[0]);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "%s\n", e.what());
+      return false;
+    }
+    if (auto n = targets.ints.find(a); n != targets.ints.end() && *n->second < 1) {
+      std::fprintf(stderr, "%s needs a positive integer, got '%s'\n", a.c_str(), v.c_str());
       return false;
     }
   }
@@ -106,10 +106,7 @@ bool parse(int argc, char** argv, Options& o) {
   return true;
 }
 
-/// Seconds since `t0`.
-double since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
+using prefixtune_examples::seconds_since;
 
 /// The held-out tables of test.txt (one line per reference) with all their references, in file order.
 std::vector<std::pair<std::string, std::vector<std::string>>> test_tables(const std::string& path, std::size_t n) {
@@ -193,7 +190,8 @@ int run(const Options& o) {
   const double loss_before = evaluate_prefix(model, Var<float>(), valid, o.batch, 0);
   PrefixBank<float> bank(c);
   const auto hyps_before = describe(model, tok, bank, kNoPrefix, tables, o, "describe (no prefix)");
-  const BleuScore bleu_before = corpus_bleu(hyps_before, references(tables));
+  const auto refs = references(tables);
+  const BleuScore bleu_before = corpus_bleu(hyps_before, refs);
 
   // Prefix-tuning: P = MLP(P') trained, the model frozen; the best validated prefix is merged into a table.
   PrefixConfig pc;
@@ -216,11 +214,11 @@ int run(const Options& o) {
     bar->update(p.step, p.loss, p.valid_loss ? "valid " + std::to_string(*p.valid_loss) : "");
   });
   if (bar) bar->finish();
-  const double train_seconds = since(t_train);
+  const double train_seconds = seconds_since(t_train);
   const double loss_after = result.best_valid_loss;
   const std::int64_t prefix_index = bank.add(result.best_prefix, "quickstart");
   const auto hyps_after = describe(model, tok, bank, prefix_index, tables, o, "describe (prefix)");
-  const BleuScore bleu_after = corpus_bleu(hyps_after, references(tables));
+  const BleuScore bleu_after = corpus_bleu(hyps_after, refs);
 
   // Results, examples, files.
   std::printf("\n%-34s %12s %12s\n", "", "no prefix", "prefix");
@@ -246,14 +244,19 @@ int run(const Options& o) {
   save_prefix(prefix_path, result.best_prefix, c);
   export_peft((fs::path(o.out) / "peft").string(), result.best_prefix, c,
               random ? std::string() : fs::absolute(o.model).string());
-  const nlohmann::json results = {
-      {"valid_loss_before", loss_before}, {"valid_loss_after", loss_after}, {"bleu_before", bleu_before.score},
-      {"bleu_after", bleu_after.score},   {"steps", result.steps},          {"train_seconds", train_seconds},
-      {"total_seconds", since(t_start)},  {"prefix_length", pc.length},     {"train_examples", train.size()},
-      {"test_tables", tables.size()}};
+  const nlohmann::json results = {{"valid_loss_before", loss_before},
+                                  {"valid_loss_after", loss_after},
+                                  {"bleu_before", bleu_before.score},
+                                  {"bleu_after", bleu_after.score},
+                                  {"steps", result.steps},
+                                  {"train_seconds", train_seconds},
+                                  {"total_seconds", seconds_since(t_start)},
+                                  {"prefix_length", pc.length},
+                                  {"train_examples", train.size()},
+                                  {"test_tables", tables.size()}};
   write_text_file_atomic((fs::path(o.out) / "results.json").string(), results.dump(2) + "\n");
   std::printf("\nsaved %s, %s/peft (PEFT adapter) and %s/results.json; total %.1f s\n", prefix_path.c_str(),
-              o.out.c_str(), o.out.c_str(), since(t_start));
+              o.out.c_str(), o.out.c_str(), seconds_since(t_start));
   if (!(loss_after < loss_before)) {
     std::fprintf(stderr, "quickstart: prefix-tuning did not lower the validation loss (%.4f -> %.4f)\n", loss_before,
                  loss_after);

@@ -178,9 +178,8 @@ void greedy_select_kernel(Cpu, T* logits, std::int64_t R, std::int64_t V, const 
   logp.resize(static_cast<std::size_t>(R));
   for (std::int64_t r = 0; r < R; ++r) {
     T* row = logits + r * V;
-    GenerateConfig c = cfg;
-    c.min_new_tokens = ban_eos[static_cast<std::size_t>(r)] ? 1 : 0;  // process_logits bans eos while generated < min
-    process_logits(row, c, 0);
+    // process_logits bans the end token while generated < min_new_tokens (ban_eos implies min_new_tokens >= 1)
+    process_logits(row, cfg, ban_eos[static_cast<std::size_t>(r)] ? 0 : cfg.min_new_tokens);
     const std::int32_t t = argmax_token(row, V);
     tok[static_cast<std::size_t>(r)] = t;
     logp[static_cast<std::size_t>(r)] = static_cast<double>(row[t]) - log_sum_exp_row(row, V);

@@ -42,9 +42,9 @@ void cuda_merge_heads(const AttentionDims& d, const T* heads, T* dst, std::int64
   });
 }
 
-/// For every (b, h): C_bh = alpha op(X_bh) op(Prefix_h or Prefix_bh) + beta C_bh, the prefix operand (P, HS) per
-/// head shared across b (Bp == 1: one batched call per b, accumulating in b order) or per row (Bp == B).
-/// x_first: the prefix is the right operand (X (.., ..) @ prefix); else the left one. Strides are per (b, h).
+/// For every (b, h): C_bh = alpha op(A_bh) op(B_bh) + beta C_bh, where the operands flagged *_is_prefix are a
+/// prefix tensor (Bp, NH, P, HS): per head shared across b (Bp == 1: one batched call per b; a prefix C accumulates
+/// in b order) or per row (Bp == B). Strides are per (b, h).
 template <class T>
 void cuda_prefix_gemm(const AttentionDims& d, Trans ta, Trans tb, std::int64_t m, std::int64_t n, std::int64_t k,
                       T alpha, const T* a, std::int64_t lda, std::int64_t sa, bool a_is_prefix, const T* b,
