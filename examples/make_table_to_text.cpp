@@ -431,15 +431,18 @@ std::string realize(Rng& rng, const Table& t) {
 struct Options {
   std::string out = "data/table2text";
   std::uint64_t seed = 1;
-  std::size_t train = 2000, valid = 200, test = 200;
+  std::size_t train = 2000, valid = 200, test = 200, descriptions = 0;
 };
 
 [[noreturn]] void usage(int code) {
   (code == 0 ? std::cout : std::cerr)
-      << "usage: make_table_to_text [--out DIR] [--seed N] [--train N] [--valid N] [--test N]\n"
+      << "usage: make_table_to_text [--out DIR] [--seed N] [--train N] [--valid N] [--test N] [--descriptions N]\n"
          "Writes DIR/train.txt (1 reference per table), DIR/valid.txt and DIR/test.txt (3 references per table,\n"
          "consecutive lines with the same source) in the E2E format 'source||target'. Defaults: --out "
-         "data/table2text\n--seed 1 --train 2000 --valid 200 --test 200 (tables).\n";
+         "data/table2text\n--seed 1 --train 2000 --valid 200 --test 200 (tables).\n"
+         "--descriptions N also writes DIR/descriptions.txt: N documents of 2-3 different descriptions (no table)\n"
+         "of one train-rule table each (train names, no held-out pair), from a stream of their own: one line per\n"
+         "description, an empty line after each document (the pretraining corpus format). Default 0: no file.\n";
   std::exit(code);
 }
 
@@ -471,6 +474,8 @@ Options parse(int argc, char** argv) {
       o.valid = parse_count(a, v);
     } else if (a == "--test") {
       o.test = parse_count(a, v);
+    } else if (a == "--descriptions") {
+      o.descriptions = parse_count(a, v);
     } else {
       std::cerr << "make_table_to_text: unknown option: " << a << "\n";
       usage(2);
@@ -512,6 +517,29 @@ std::size_t write_split(const std::string& path, std::uint64_t seed, const Strin
   return lines;
 }
 
+/// Writes n documents of in-domain text without tables: each is 2 or 3 different descriptions of one train-rule
+/// table, one paragraph (line) each, then an empty line. Saying the same facts again in other words is what a
+/// model needs to learn to find facts earlier in its context and repeat them.
+void write_descriptions(const std::string& path, std::uint64_t seed, std::size_t n) {
+  Rng rng(seed);
+  std::ofstream f(path, std::ios::binary);
+  if (!f) throw std::runtime_error("cannot write " + path);
+  std::size_t paragraphs = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const Table t = make_table(rng, kTrainNames, true, false);
+    const std::size_t want = 2 + static_cast<std::size_t>(rng.below(2));
+    std::set<std::string> done;
+    for (int tries = 0; done.size() < want && tries < 100; ++tries) {
+      std::string text = realize(rng, t);
+      if (done.insert(text).second) f << text << '\n';
+    }
+    paragraphs += done.size();
+    f << '\n';
+  }
+  if (!f) throw std::runtime_error("error writing " + path);
+  std::cout << path << ": " << n << " documents, " << paragraphs << " descriptions of train-rule tables (no tables)\n";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -521,6 +549,9 @@ int main(int argc, char** argv) {
     write_split(o.out + "/train.txt", splitmix64(o.seed * 3 + 0), kTrainNames, o.train, true, 1);
     write_split(o.out + "/valid.txt", splitmix64(o.seed * 3 + 1), kValidNames, o.valid, false, 3);
     write_split(o.out + "/test.txt", splitmix64(o.seed * 3 + 2), kTestNames, o.test, false, 3);
+    if (o.descriptions > 0)
+      write_descriptions(o.out + "/descriptions.txt", splitmix64(splitmix64(o.seed) ^ 0x6465736372697074ULL),
+                         o.descriptions);
   } catch (const std::exception& e) {
     std::cerr << "make_table_to_text: " << e.what() << "\n";
     return 1;

@@ -36,13 +36,14 @@ namespace {
 
 /// Command-line options (see usage()).
 struct Options {
-  std::string corpus, vocab, out;
+  std::string corpus, vocab, out, validation_out;
   std::int64_t layers = 4, embd = 256, heads = 8, positions = 128;
   std::int64_t block = 128, batch = 8, steps = 0, warmup = 100, eval_every = 0, eval_blocks = 64;
   double minutes = 0, lr = 3e-3, weight_decay = 0.1, clip = 1.0, val_fraction = 0.01;
   std::uint64_t seed = 0;
   std::string dtype = "f32";
   std::int64_t sample_tokens = 32;
+  std::int64_t sampled_softmax = 0;
 };
 
 void usage(const char* argv0) {
@@ -60,32 +61,39 @@ void usage(const char* argv0) {
       "  --lr X (3e-3) --warmup N (100) --weight-decay X (0.1, matrices only) --clip X (1.0)\n"
       "  --eval-every N (0: about 8 evaluations per run) --eval-blocks N (64: validation blocks per evaluation)\n"
       "  --val-fraction X (0.01)   share of the blocks held out for validation\n"
-      "  --seed S (0) --dtype f32|f16|bf16 (f32) --sample-tokens N (32; 0: no greedy samples at the end)\n",
+      "  --seed S (0) --dtype f32|f16|bf16 (f32) --sample-tokens N (32; 0: no greedy samples at the end)\n"
+      "  --validation-out FILE   also write the validation blocks' token ids (JSON: block, blocks) for checks\n"
+      "  --sampled-softmax K (0)  train the head on the batch's labels + K uniform negatives per step\n"
+      "                     (train/sampled_softmax.hpp; 0: the full softmax); evaluation always uses the full one\n",
       argv0);
 }
 
 /// Parses argv into Options; returns nullopt (after printing usage) on a bad command line.
 std::optional<Options> parse_args(int argc, char** argv) {
   Options o;
-  const prefixtune_examples::OptionTargets targets{
-      {{"--corpus", &o.corpus}, {"--vocab", &o.vocab}, {"--out", &o.out}, {"--dtype", &o.dtype}},
-      {{"--layers", &o.layers},
-       {"--embd", &o.embd},
-       {"--heads", &o.heads},
-       {"--positions", &o.positions},
-       {"--block", &o.block},
-       {"--batch", &o.batch},
-       {"--steps", &o.steps},
-       {"--warmup", &o.warmup},
-       {"--eval-every", &o.eval_every},
-       {"--eval-blocks", &o.eval_blocks},
-       {"--sample-tokens", &o.sample_tokens}},
-      {{"--minutes", &o.minutes},
-       {"--lr", &o.lr},
-       {"--weight-decay", &o.weight_decay},
-       {"--clip", &o.clip},
-       {"--val-fraction", &o.val_fraction}},
-      {{"--seed", &o.seed}}};
+  const prefixtune_examples::OptionTargets targets{{{"--corpus", &o.corpus},
+                                                    {"--vocab", &o.vocab},
+                                                    {"--out", &o.out},
+                                                    {"--dtype", &o.dtype},
+                                                    {"--validation-out", &o.validation_out}},
+                                                   {{"--layers", &o.layers},
+                                                    {"--embd", &o.embd},
+                                                    {"--heads", &o.heads},
+                                                    {"--positions", &o.positions},
+                                                    {"--block", &o.block},
+                                                    {"--batch", &o.batch},
+                                                    {"--steps", &o.steps},
+                                                    {"--warmup", &o.warmup},
+                                                    {"--eval-every", &o.eval_every},
+                                                    {"--eval-blocks", &o.eval_blocks},
+                                                    {"--sample-tokens", &o.sample_tokens},
+                                                    {"--sampled-softmax", &o.sampled_softmax}},
+                                                   {{"--minutes", &o.minutes},
+                                                    {"--lr", &o.lr},
+                                                    {"--weight-decay", &o.weight_decay},
+                                                    {"--clip", &o.clip},
+                                                    {"--val-fraction", &o.val_fraction}},
+                                                   {{"--seed", &o.seed}}};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "-h" || a == "--help") {
@@ -115,6 +123,7 @@ std::optional<Options> parse_args(int argc, char** argv) {
   PREFIXTUNE_CHECK(o.minutes >= 0 && o.lr > 0 && o.clip > 0 && o.weight_decay >= 0,
                    "--minutes, --weight-decay "
                    "must be >= 0 and --lr, --clip > 0");
+  PREFIXTUNE_CHECK(o.sampled_softmax >= 0, "--sampled-softmax must be >= 0");
   PREFIXTUNE_CHECK(o.val_fraction > 0 && o.val_fraction < 0.5, "--val-fraction must be in (0, 0.5)");
   PREFIXTUNE_CHECK(o.dtype == "f32" || o.dtype == "f16" || o.dtype == "bf16", "--dtype must be f32, f16 or bf16");
   PREFIXTUNE_CHECK(o.sample_tokens >= 0 && o.sample_tokens < o.positions, "--sample-tokens must be in [0, ",
@@ -342,6 +351,7 @@ int run(const Options& o) {
   if (total_steps > 0) bar.emplace(total_steps, "pretrain");
   if (total_steps > 0 && eval_every == 0) eval_every = std::max<std::int64_t>(1, total_steps / 8);
 
+  Rng sample_rng(o.seed, 3);  // the sampled softmax's negatives
   std::int64_t epoch = -1, cursor = steps_per_epoch * B, step = 0;
   std::vector<std::int64_t> epoch_order;
   double loss_ema = 0, last_line_s = 0;
@@ -367,7 +377,9 @@ int run(const Options& o) {
 
     Tape<float> tape;
     const auto h = gpt2_hidden(tape, model, batch.ids, Tensor<std::uint8_t, Cpu>(), PrefixKv<float>{}, 0);
-    const auto loss = gpt2_loss(tape, model, h, batch.targets, Reduction::MeanPerToken);
+    const auto loss = o.sampled_softmax > 0
+                          ? sampled_softmax_loss(tape, h, model.head(), batch.targets, o.sampled_softmax, sample_rng)
+                          : gpt2_loss(tape, model, h, batch.targets, Reduction::MeanPerToken);
     zero_grad(params.all);
     tape.backward(loss);
     const double norm = clip_grad_norm(params.all, o.clip);
@@ -448,11 +460,18 @@ int run(const Options& o) {
                            {"warmup", o.warmup},
                            {"weight_decay", o.weight_decay},
                            {"clip", o.clip},
+                           {"sampled_softmax", o.sampled_softmax},
                            {"train_tokens", step * B * T},
                            {"validation_blocks", val.size()},
                            {"validation_loss", val_final},
                            {"curve", curve}};
   save_folder(o, frozen, record);
+  if (!o.validation_out.empty()) {  // each block: its T inputs and the next token, as evaluate() scores them
+    nlohmann::json blocks = nlohmann::json::array();
+    for (const std::int64_t b : val)
+      blocks.push_back(std::vector<std::int32_t>(stream.begin() + b * T, stream.begin() + b * T + T + 1));
+    write_text_file_atomic(o.validation_out, nlohmann::json{{"block", T}, {"blocks", blocks}}.dump() + "\n");
+  }
   std::printf("wrote %s (%s) in %.1f s total\n", o.out.c_str(), o.dtype.c_str(), seconds_since(t0));
 
   if (o.sample_tokens > 0) {

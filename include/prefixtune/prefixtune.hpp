@@ -39,5 +39,6 @@
 #include "prefixtune/train/bleu.hpp"
 #include "prefixtune/train/clip.hpp"
 #include "prefixtune/train/progress.hpp"
+#include "prefixtune/train/sampled_softmax.hpp"
 #include "prefixtune/train/schedule.hpp"
 #include "prefixtune/train/trainer.hpp"
