@@ -3,7 +3,10 @@
 // keeps the best prefix, an interrupted run resumed from its checkpoint ends bit-identical to an uninterrupted one.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <numeric>
 
 #include "prefixtune/models/gpt2_io.hpp"
@@ -124,4 +127,62 @@ TEST_CASE("train_prefix rejects bad settings and data") {
   one.epochs = 1;
   one.batch_size = 40;
   CHECK(error_of([&] { (void)train_prefix(s.model, enc, bad, {}, one); }).find("token id 77") != std::string::npos);
+}
+
+TEST_CASE("a non-finite loss stops training with the step and keeps the last checkpoint, or skips the step") {
+  const Setup s;
+  TempDir dir;
+  TrainConfig cfg;
+  cfg.epochs = 2, cfg.batch_size = 4, cfg.lr = 5e-3, cfg.checkpoint_every = 1;
+  cfg.checkpoint_path = dir.file("run.ckpt");
+  // After step 5 (its checkpoint is already written) a parameter turns NaN, as a diverging run would.
+  auto enc = s.fresh_encoder(4);
+  float* poison = enc.parameters().front().value().data();
+  float saved = 0;
+  const auto poison_after_5 = [&](const TrainProgress& p) {
+    if (p.step == 5) {
+      saved = *poison;
+      *poison = std::numeric_limits<float>::quiet_NaN();
+    }
+  };
+  const std::string err = error_of([&] { (void)train_prefix(s.model, enc, s.train, {}, cfg, poison_after_5); });
+  CHECK(err.find("non-finite loss nan at step 6") != std::string::npos);
+  CHECK(err.find("run.ckpt") != std::string::npos);
+  // The checkpoint on disk is step 5's good state: resuming from it runs on with finite losses.
+  cfg.resume = true;
+  cfg.stop_after = 8;
+  auto resumed = s.fresh_encoder(5);
+  const auto r = train_prefix(s.model, resumed, s.train, {}, cfg);
+  CHECK(r.steps == 8);
+  REQUIRE(r.losses.size() == 3);
+  for (const double l : r.losses) CHECK(std::isfinite(l));
+
+  // SkipStep: the poisoned step is skipped (no update from it), the parameter is mended, training goes on.
+  TrainConfig skip;
+  skip.epochs = 2, skip.batch_size = 4, skip.lr = 5e-3, skip.on_nonfinite = NonFinitePolicy::SkipStep;
+  auto enc2 = s.fresh_encoder(4);
+  poison = enc2.parameters().front().value().data();
+  std::vector<bool> skipped_seen;
+  const auto r2 = train_prefix(s.model, enc2, s.train, {}, skip, [&](const TrainProgress& p) {
+    skipped_seen.push_back(p.skipped);
+    if (p.step == 6) *poison = saved;  // the skipped step made no update; restore the value
+    poison_after_5(p);
+  });
+  CHECK(r2.steps == 20);
+  CHECK(r2.skipped_steps == std::vector<std::int64_t>{6});
+  REQUIRE(skipped_seen.size() == 20);
+  CHECK(skipped_seen[5]);
+  CHECK(std::count(skipped_seen.begin(), skipped_seen.end(), true) == 1);
+  CHECK(std::isnan(r2.losses[5]));
+  for (const auto& p : enc2.parameters())
+    for (std::int64_t i = 0; i < p.value().numel(); ++i) REQUIRE(std::isfinite(p.value().data()[i]));
+}
+
+TEST_CASE("first_nonfinite_grad names the first parameter whose gradient is NaN or infinite") {
+  Var<float> a(Tensor<float>::zeros({2}), true, "a"), b(Tensor<float>::zeros({3}), true, "b");
+  a.grad_for_accumulation();
+  b.grad_for_accumulation().data()[2] = std::numeric_limits<float>::infinity();
+  CHECK(detail::first_nonfinite_grad(std::vector<Var<float>>{a, b}) == "b");
+  b.grad_for_accumulation().data()[2] = 0;
+  CHECK(detail::first_nonfinite_grad(std::vector<Var<float>>{a, b}) == "?");
 }

@@ -3,6 +3,7 @@
 // validation every N steps keeping the best (merged) prefix, and training checkpoints that resume bit for bit.
 #pragma once
 
+#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <functional>
@@ -22,6 +23,12 @@
 
 namespace prefixtune {
 
+/// What train_prefix does when a step's loss or gradient is NaN or infinite.
+enum class NonFinitePolicy {
+  Stop,      // throw an Error naming the step and the tensor; the last checkpoint on disk is the last good state
+  SkipStep,  // leave the weights and the optimizer state as they were, record the step in skipped_steps, go on
+};
+
 /// Hyper-parameters of train_prefix (defaults: the paper's table-to-text settings).
 struct TrainConfig {
   std::int64_t epochs = 10;
@@ -37,6 +44,7 @@ struct TrainConfig {
   std::int64_t checkpoint_every = 0;  // steps between checkpoints; 0: at the end of every epoch
   bool resume = false;                // continue from checkpoint_path when it exists
   std::int64_t stop_after = 0;        // > 0: return after this step (a time budget; the schedule is unchanged)
+  NonFinitePolicy on_nonfinite = NonFinitePolicy::Stop;  // a NaN/Inf loss or gradient
 
   void validate() const {
     PREFIXTUNE_CHECK(epochs >= 1 && batch_size >= 1, "train: epochs and batch_size must be >= 1");
@@ -51,6 +59,7 @@ struct TrainProgress {
   std::int64_t step = 0, total_steps = 0, epoch = 0;
   double loss = 0, lr = 0, grad_norm = 0;
   std::optional<double> valid_loss;  // set on steps that ran validation
+  bool skipped = false;              // the step's loss or gradient was not finite and no update was made
 };
 
 /// The outcome of train_prefix.
@@ -59,8 +68,9 @@ struct TrainResult {
   std::vector<double> losses;  // training loss of every step run in this call
   double best_valid_loss = std::numeric_limits<double>::infinity();
   std::int64_t best_step = -1;
-  DirectPrefix<T, Device> best_prefix;  // merged at the best validation step (or at the end without validation)
-  std::int64_t steps = 0;               // the step count reached
+  DirectPrefix<T, Device> best_prefix;      // merged at the best validation step (or at the end without validation)
+  std::int64_t steps = 0;                   // the step count reached
+  std::vector<std::int64_t> skipped_steps;  // steps (1-based, as TrainProgress::step) left out as non-finite
 };
 
 /// The summed negative log-likelihood (natural log) of every example's target tokens and their count, in order,
@@ -114,6 +124,16 @@ double evaluate_prefix(const Gpt2<T, Device>& model, const Var<T, Device>& table
 
 namespace detail {
 
+/// The name of the first parameter whose gradient holds a NaN or an infinity ("?" if none does).
+template <class T, class Device>
+std::string first_nonfinite_grad(const std::vector<Var<T, Device>>& params) {
+  for (const auto& p : params) {
+    if (!p.defined() || !p.grad().defined()) continue;
+    if (!std::isfinite(sum_squares_kernel(Device{}, p.grad().data(), p.grad().numel()))) return p.name();
+  }
+  return "?";
+}
+
 inline const char* kCheckpointFormat = "prefixtune.checkpoint";
 
 template <class T, class Device>
@@ -152,7 +172,12 @@ std::int64_t load_checkpoint(const std::string& path, const PrefixEncoder<T, Dev
     value.copy_from(f.load<T>(p.name(), p.shape(), true));
   }
   opt.load_state(f, "optim.");
-  return std::stoll(get("step"));
+  const std::string step = get("step");
+  std::int64_t value = 0;
+  const auto [end, ec] = std::from_chars(step.data(), step.data() + step.size(), value);
+  PREFIXTUNE_CHECK(ec == std::errc() && end == step.data() + step.size() && value >= 0, path,
+                   ": checkpoint metadata 'step' must be a non-negative integer, got '", step, "'");
+  return value;
 }
 
 }  // namespace detail
@@ -199,19 +224,31 @@ TrainResult<T, Device> train_prefix(const Gpt2<T, Device>& model, PrefixEncoder<
     auto h = gpt2_hidden(tape, model, batch.ids.template to<Device>(), batch.mask.template to<Device>(), kv, offset);
     auto loss = gpt2_loss(tape, model, h, batch.targets.template to<Device>(), Reduction::SumPerSequenceMeanBatch);
     const double loss_value = loss.value().item();
-    PREFIXTUNE_CHECK(std::isfinite(loss_value), "train: non-finite loss ", loss_value, " at step ", step, " (epoch ",
-                     epoch, "); the last checkpoint is kept");
-    tape.backward(loss);
-    const double norm = cfg.max_grad_norm > 0 ? clip_grad_norm(opt.parameters(), cfg.max_grad_norm)
-                                              : global_grad_norm(opt.parameters());
-    PREFIXTUNE_CHECK(std::isfinite(norm), "train: non-finite gradient norm at step ", step,
-                     "; the last checkpoint is kept");
-    opt.set_lr(schedule.lr_at(step));
-    opt.step();
+    std::string bad;  // what was not finite, for the message
+    double norm = 0;
+    if (!std::isfinite(loss_value)) {
+      bad = "loss " + std::to_string(loss_value);
+    } else {
+      tape.backward(loss);
+      norm = cfg.max_grad_norm > 0 ? clip_grad_norm(opt.parameters(), cfg.max_grad_norm)
+                                   : global_grad_norm(opt.parameters());
+      if (!std::isfinite(norm)) bad = "gradient of '" + detail::first_nonfinite_grad(opt.parameters()) + "'";
+    }
+    if (bad.empty()) {
+      opt.set_lr(schedule.lr_at(step));
+      opt.step();
+    } else {
+      PREFIXTUNE_CHECK(cfg.on_nonfinite == NonFinitePolicy::SkipStep, "train: non-finite ", bad, " at step ", step + 1,
+                       " (epoch ", epoch, ", batch of examples from line ", train[order[b]].line,
+                       "); stopped without updating: the last checkpoint",
+                       cfg.checkpoint_path.empty() ? std::string() : " (" + cfg.checkpoint_path + ")",
+                       " holds the last good state. NonFinitePolicy::SkipStep (--skip-nonfinite) skips such steps");
+      result.skipped_steps.push_back(step + 1);
+    }
     opt.zero_grad();
     ++step;
     result.losses.push_back(loss_value);
-    TrainProgress progress{step, total, epoch, loss_value, schedule.lr_at(step - 1), norm, std::nullopt};
+    TrainProgress progress{step, total, epoch, loss_value, schedule.lr_at(step - 1), norm, std::nullopt, !bad.empty()};
     if (!valid.empty() && (step % eval_every == 0 || step == total)) {
       NoGradGuard no_grad;
       Tape<T, Device> t;
