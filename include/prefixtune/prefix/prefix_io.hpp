@@ -82,10 +82,15 @@ DirectPrefix<T, Device> import_peft(const std::string& dir, const Gpt2Config& c)
   } catch (const nlohmann::json::exception& e) {
     PREFIXTUNE_FAIL(cfg_path, ": invalid JSON: ", e.what());
   }
-  PREFIXTUNE_CHECK(j.is_object() && j.value("peft_type", "") == "PREFIX_TUNING", cfg_path,
+  PREFIXTUNE_CHECK(j.is_object() && j.contains("peft_type") && j["peft_type"] == "PREFIX_TUNING", cfg_path,
                    ": not a PEFT prefix-tuning adapter (peft_type must be \"PREFIX_TUNING\")");
-  PREFIXTUNE_CHECK(!j.value("prefix_projection", false), cfg_path,
-                   ": prefix_projection=true adapters store the MLP, not the prefix; merge them in PEFT first");
+  if (j.contains("prefix_projection")) {  // absent or null: PEFT's default, false
+    const nlohmann::json& pp = j["prefix_projection"];
+    PREFIXTUNE_CHECK(pp.is_boolean() || pp.is_null(), cfg_path, ": 'prefix_projection' must be true or false, got ",
+                     pp.dump());
+    PREFIXTUNE_CHECK(!(pp.is_boolean() && pp.get<bool>()), cfg_path,
+                     ": prefix_projection=true adapters store the MLP, not the prefix; merge them in PEFT first");
+  }
   const std::int64_t P = detail::json_int(j, "num_virtual_tokens", cfg_path);
   const std::int64_t layers = detail::json_int(j, "num_layers", cfg_path);
   const std::int64_t dim = detail::json_int(j, "token_dim", cfg_path);
