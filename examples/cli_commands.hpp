@@ -75,8 +75,12 @@ int cmd_train(const std::string& model_dir, const std::string& train_path, const
   const auto result = train_prefix(m.gpt2, encoder, train, valid, cfg, [&](const TrainProgress& p) {
     if (!bar) bar = std::make_unique<ProgressBar>(p.total_steps, "train");
     bar->update(p.step, p.loss, p.valid_loss ? "valid " + std::to_string(*p.valid_loss) : "");
+    if (p.skipped)
+      std::fprintf(stderr, "\nstep %lld: non-finite loss or gradient, step skipped\n", static_cast<long long>(p.step));
   });
   if (bar) bar->finish();
+  if (!result.skipped_steps.empty())
+    std::fprintf(stderr, "%zu steps skipped as non-finite\n", result.skipped_steps.size());
   save_prefix(out, to_device<Cpu>(result.best_prefix), m.gpt2.config);
   std::fprintf(stderr, "saved the %s prefix to %s\n", valid.empty() ? "final" : "best validated", out.c_str());
   return 0;

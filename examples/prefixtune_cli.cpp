@@ -115,8 +115,14 @@ int main(int argc, char** argv) {
   tr->add_option("--eval-every", cfg.eval_every, "validation every N steps (0: every epoch)")->capture_default_str();
   tr->add_option("--seed", cfg.seed)->capture_default_str();
   tr->add_option("--max-length", max_length, "truncate sources so examples fit (0: no limit)")->capture_default_str();
-  tr->add_option("--checkpoint", cfg.checkpoint_path, "training checkpoint file (written every epoch)");
+  tr->add_option("--checkpoint", cfg.checkpoint_path,
+                 "training checkpoint file (replaced atomically: a killed run leaves the previous one whole)");
+  tr->add_option("--checkpoint-every", cfg.checkpoint_every, "steps between checkpoints (0: every epoch)")
+      ->capture_default_str();
   tr->add_flag("--resume", cfg.resume, "continue from --checkpoint when it exists");
+  tr->add_flag_function(
+      "--skip-nonfinite", [&](std::int64_t) { cfg.on_nonfinite = NonFinitePolicy::SkipStep; },
+      "skip a step whose loss or gradient is NaN/Inf (default: stop, naming the step and the tensor)");
   device_option(tr);
 
   GenerateConfig gen_cfg;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every check: the Release build's tests, the ASan+UBSan build's tests, the CUDA configuration (compiled and
-# linked; its GPU tests skip without a GPU), and the formatting check. Build trees live in ./build-*.
+# Runs every check: the formatting check, the Release build's tests, the ASan+UBSan build's tests (both replay the
+# fuzz corpora), the ThreadSanitizer generation test, 30 s of fuzzing per parser, and the CUDA configuration
+# (compiled and linked; its GPU tests skip without a GPU). Build trees live in ./build-*.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -43,6 +44,23 @@ cmake -S . -B build-sanitize "${common[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -D
   -DPREFIXTUNE_BUILD_BENCHMARKS=OFF -DPREFIXTUNE_INSTALL=OFF
 cmake --build build-sanitize -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 run_ctest --test-dir build-sanitize "${ctest_args[@]}" -LE slow
+
+echo "== ThreadSanitizer: one loaded model serving generation from several threads at once"
+# Without OpenMP and OpenBLAS: their thread pools are not instrumented, so TSan would report their own
+# synchronization as races. Only the generation test is built (the threads test case runs).
+cmake -S . -B build-tsan "${common[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
+  -DPREFIXTUNE_SANITIZE_THREAD=ON -DCMAKE_DISABLE_FIND_PACKAGE_OpenMP=ON -DPREFIXTUNE_USE_OPENBLAS=OFF \
+  -DPREFIXTUNE_BUILD_BENCHMARKS=OFF -DPREFIXTUNE_BUILD_EXAMPLES=OFF -DPREFIXTUNE_INSTALL=OFF
+cmake --build build-tsan -j"$jobs" --target test_generate
+TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" build-tsan/tests/test_generate --test-case="threads*"
+
+if command -v clang++ >/dev/null; then
+  echo "== fuzzing: every parser's libFuzzer target for 30 s (clang, ASan + UBSan; scripts/fuzz.sh)"
+  # The seed and regression corpora are also replayed above by test_fuzz_replay in the Release and ASan builds.
+  PREFIXTUNE_FUZZ_BUILD=build-fuzz scripts/fuzz.sh 30
+else
+  echo "== fuzzing SKIPPED: no clang++ (Debian: clang, libclang-rt-14-dev)"
+fi
 
 nvcc=""
 for c in "$(command -v nvcc || true)" /usr/local/cuda/bin/nvcc; do

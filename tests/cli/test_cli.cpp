@@ -4,11 +4,17 @@
 // (checked against the library's generate), the error messages users see for a missing folder, a corrupt file and
 // a bad data line, and serve_many_prefixes (several users' prefixes in one batch, checked request by request).
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <sstream>
+#include <thread>
 
 #include "prefixtune/prefixtune.hpp"
 #include "test_util.hpp"
@@ -90,6 +96,23 @@ void save_random_prefix(const std::string& model_dir, const std::string& path, s
   } else {
     save_prefix(path, prefix, c);
   }
+}
+
+/// Starts the prefixtune command with args (no shell), its output discarded; returns the child's pid.
+pid_t spawn_cli(const std::vector<std::string>& args) {
+  std::vector<char*> argv{const_cast<char*>(PREFIXTUNE_CLI)};
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {  // the child: only async-signal-safe calls until exec
+    const int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 1);
+    ::dup2(null, 2);
+    ::execv(PREFIXTUNE_CLI, argv.data());
+    ::_exit(127);
+  }
+  return pid;
 }
 
 }  // namespace
@@ -399,4 +422,85 @@ TEST_CASE("prefixtune --device cuda: train, score and generate equal --device cp
     REQUIRE(g_lines.size() == c_lines.size());
     for (std::size_t i = 0; i < c_lines.size(); ++i) CHECK(g_lines[i]["ids"] == c_lines[i]["ids"]);
   }
+}
+
+TEST_CASE(
+    "training killed with SIGKILL at random moments leaves a loadable checkpoint and resumes to the same prefix") {
+  TempDir dir;
+  const std::string model = make_model(dir);
+  std::string data;
+  for (int i = 0; i < 16; ++i)
+    data += "name : Place " + std::to_string(i) + " | area : riverside||Place " + std::to_string(i) +
+            " is by the river .\n";
+  write_text_file_atomic(dir.file("data.txt"), data);
+  const std::vector<std::string> common = {"train",
+                                           "--model",
+                                           model,
+                                           "--train",
+                                           dir.file("data.txt"),
+                                           "--epochs",
+                                           "8",
+                                           "--batch-size",
+                                           "2",
+                                           "--prefix-length",
+                                           "2",
+                                           "--mid",
+                                           "8",
+                                           "--lr",
+                                           "1e-3",
+                                           "--seed",
+                                           "5",
+                                           "--checkpoint-every",
+                                           "1"};
+  std::string straight_args;
+  for (const auto& a : common) straight_args += a + " ";
+  straight_args += "--out " + dir.file("straight.safetensors");
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(run(straight_args).status == 0);
+  const double full_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  // Kill resumed runs at seeded random moments until 10 kills landed mid-run (or the run finished; bounded loop).
+  const std::string ckpt = dir.file("run.ckpt");
+  std::vector<std::string> args = common;
+  for (const char* a : {"--checkpoint", "", "--resume", "--out", ""}) args.emplace_back(a);
+  args[common.size() + 1] = ckpt;
+  args.back() = dir.file("resumed.safetensors");
+  Rng rng(17);
+  int kills = 0, finished = 0, kills_after_a_checkpoint = 0;
+  for (int round = 0; round < 40 && kills < 10; ++round) {
+    const pid_t pid = spawn_cli(args);
+    std::this_thread::sleep_for(std::chrono::duration<double>(rng.uniform(0.05, 0.7) * full_s));
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    if (WIFSIGNALED(status)) {
+      ++kills;
+    } else {
+      REQUIRE(WIFEXITED(status));
+      CHECK(WEXITSTATUS(status) == 0);
+      ++finished;
+      fs::remove(dir.file("resumed.safetensors"));
+      fs::remove(ckpt);  // start over: the next rounds kill a fresh run again
+    }
+    if (fs::exists(ckpt)) {  // whatever the moment, the newest checkpoint on disk is whole
+      const SafeTensorsFile f = SafeTensorsFile::open(ckpt);
+      CHECK(f.metadata().at("format") == "prefixtune.checkpoint");
+      kills_after_a_checkpoint += WIFSIGNALED(status) ? 1 : 0;
+    }
+  }
+  MESSAGE(kills, " kills landed (", kills_after_a_checkpoint, " after a checkpoint was written), ", finished,
+          " runs finished before their kill; one run takes ", full_s, " s");
+  CHECK(kills >= 8);
+  CHECK(kills_after_a_checkpoint >= 3);  // most kills hit training, not the program's start-up
+  // Resuming from whatever the last kill left ends exactly where the uninterrupted run did.
+  std::string resume_args;
+  for (const auto& a : args) resume_args += a + " ";
+  REQUIRE(run(resume_args).status == 0);
+  const Gpt2Config c = load_gpt2_config(model);
+  const auto a = load_prefix<float>(dir.file("straight.safetensors"), c).table.value();
+  const auto b = load_prefix<float>(dir.file("resumed.safetensors"), c).table.value();
+  REQUIRE(a.shape() == b.shape());
+  CHECK(std::memcmp(a.data(), b.data(), a.bytes()) == 0);
+  for (const auto& e : fs::directory_iterator(dir.path))  // no temporary file left next to the checkpoint
+    CHECK(e.path().filename().string().find("run.ckpt.") == std::string::npos);
 }

@@ -7,6 +7,9 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "prefixtune/prefixtune.hpp"
 #include "test_util.hpp"
@@ -302,4 +305,63 @@ TEST_CASE("bans and the minimum length hold, and bad requests get errors that na
         }).find("more than the cache capacity") != std::string::npos);
   CHECK(error_of([&] { bank.add(random_table(m.config, 2, rng), "u"); }).find("already there") != std::string::npos);
   CHECK(error_of([&] { bank.add(Tensor<float>::zeros({2, 7})); }).find("the model needs") != std::string::npos);
+}
+
+TEST_CASE("threads: one loaded model and bank serve generation from several threads at once") {
+  // The model and the bank are shared and read-only; every call keeps its own caches. Run under ThreadSanitizer in
+  // CI (scripts/run_tests.sh): any data race in generation fails there.
+  const auto m = tiny_model(50, 64);
+  Rng rng(21);
+  PrefixBank<float> bank(m.config);
+  bank.add(random_table(m.config, 3, rng), "alice");
+  bank.add(random_table(m.config, 4, rng), "bob");
+  GenerateConfig greedy;
+  greedy.max_new_tokens = 8;
+  greedy.eos_id = 49;
+  GenerateConfig sampled = greedy;
+  sampled.sample = true, sampled.seed = 9, sampled.temperature = 0.9, sampled.top_p = 0.95;
+  GenerateConfig beam = greedy;
+  beam.num_beams = 3;
+  const std::vector<const GenerateConfig*> configs = {&greedy, &sampled, &beam};
+  std::vector<std::vector<GenerationRequest>> work;
+  for (int t = 0; t < 4; ++t) {
+    std::vector<GenerationRequest> reqs;
+    for (int r = 0; r < 3; ++r) {
+      GenerationRequest q{{static_cast<std::int32_t>(1 + t), static_cast<std::int32_t>(10 + r), 7}, (t + r) % 3 - 1};
+      if (q.prefix < 0) q.prefix = kNoPrefix;
+      q.stream = t * 10 + r;
+      reqs.push_back(q);
+    }
+    work.push_back(reqs);
+  }
+  // Expected: each thread's work done alone, one call after another.
+  std::vector<std::vector<std::vector<Generation>>> expected(work.size());
+  for (std::size_t t = 0; t < work.size(); ++t)
+    for (const auto* cfg : configs) expected[t].push_back(generate(m, bank, work[t], *cfg));
+  std::vector<std::vector<std::vector<Generation>>> got(work.size());
+  std::vector<std::string> errors(work.size());
+  std::vector<std::thread> threads;
+  for (std::size_t t = 0; t < work.size(); ++t) {
+    threads.emplace_back([&, t] {
+      try {
+        for (int rep = 0; rep < 2; ++rep) {
+          got[t].clear();
+          for (const auto* cfg : configs) got[t].push_back(generate(m, bank, work[t], *cfg));
+        }
+      } catch (const std::exception& e) {
+        errors[t] = e.what();
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (std::size_t t = 0; t < work.size(); ++t) {
+    CAPTURE(t);
+    CHECK(errors[t].empty());
+    REQUIRE(got[t].size() == expected[t].size());
+    for (std::size_t c = 0; c < got[t].size(); ++c)
+      for (std::size_t r = 0; r < got[t][c].size(); ++r) {
+        CHECK(got[t][c][r].ids == expected[t][c][r].ids);
+        CHECK(got[t][c][r].score == expected[t][c][r].score);
+      }
+  }
 }

@@ -4,12 +4,14 @@
 #pragma once
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -218,6 +220,31 @@ inline void write_file_atomic(const std::string& path, const std::function<void(
     throw;
   }
   detail::fsync_parent_dir(path);
+}
+
+/// Removes the temporary files "<path>.tmp.<pid>.<n>" that write_file_atomic left behind when its process was killed
+/// (SIGKILL, power loss) before the rename; files of processes still running are left alone. Returns how many.
+inline std::size_t remove_stale_temp_files(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path p(path);
+  const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  const std::string stem = p.filename().string() + ".tmp.";
+  std::error_code ec;
+  std::size_t removed = 0;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.compare(0, stem.size(), stem) != 0) continue;
+    const std::size_t dot = name.find('.', stem.size());
+    if (dot == std::string::npos || dot == stem.size()) continue;
+    long pid = 0;
+    const auto [end_ptr, err] = std::from_chars(name.data() + stem.size(), name.data() + dot, pid);
+    if (err != std::errc() || end_ptr != name.data() + dot || pid <= 0) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == -1 && errno == ESRCH) {
+      std::error_code rm;
+      removed += fs::remove(it->path(), rm) ? 1 : 0;
+    }
+  }
+  return removed;
 }
 
 /// Writes text to path atomically (see write_file_atomic).

@@ -202,6 +202,7 @@ TrainResult<T, Device> train_prefix(const Gpt2<T, Device>& model, PrefixEncoder<
   const LinearSchedule schedule{cfg.lr, cfg.warmup_steps, total};
   TrainResult<T, Device> result;
   std::int64_t step = 0;
+  if (!cfg.checkpoint_path.empty()) remove_stale_temp_files(cfg.checkpoint_path);  // left by a killed run
   if (cfg.resume && !cfg.checkpoint_path.empty() && std::filesystem::exists(cfg.checkpoint_path))
     step = detail::load_checkpoint(cfg.checkpoint_path, encoder, opt, cfg.seed);
   const std::int64_t eval_every = cfg.eval_every > 0 ? cfg.eval_every : per_epoch;
