@@ -175,10 +175,13 @@ TEST_CASE("prefixtune command: errors name what and where") {
   Run r = run("score --model " + dir.file("nowhere") + " --data x.txt");
   CHECK(r.status == 1);
   CHECK(r.output.find("nowhere") != std::string::npos);
-  write_text_file_atomic(dir.file("bad.safetensors"), "\x10\x00\x00\x00\x00\x00\x00\x00{not json}......");
+  // A 16-byte header that is not JSON (std::string with its length: the literal holds NUL bytes).
+  const char bad_header[] = "\x10\x00\x00\x00\x00\x00\x00\x00{not json}......";
+  write_text_file_atomic(dir.file("bad.safetensors"), std::string(bad_header, sizeof bad_header - 1));
   r = run("inspect " + dir.file("bad.safetensors"));
   CHECK(r.status == 1);
   CHECK(r.output.find("bad.safetensors") != std::string::npos);
+  CHECK(r.output.find("header is not valid JSON") != std::string::npos);
   const std::string model = make_model(dir);
   write_text_file_atomic(dir.file("data.txt"), "a||b\nno separator\n");
   r = run("score --model " + model + " --data " + dir.file("data.txt"));

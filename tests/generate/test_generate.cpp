@@ -365,3 +365,34 @@ TEST_CASE("threads: one loaded model and bank serve generation from several thre
       }
   }
 }
+
+TEST_CASE("generation settings out of range are refused, naming the setting") {
+  const auto m = tiny_model(50, 16);
+  PrefixBank<float> bank(m.config);
+  const GenerationRequest ok{{1, 2, 3}, kNoPrefix};
+  const std::vector<std::pair<std::function<void(GenerateConfig&)>, std::string>> cases = {
+      {[](GenerateConfig& c) { c.max_new_tokens = 0; }, "max_new_tokens must be >= 1, got 0"},
+      {[](GenerateConfig& c) { c.min_new_tokens = 9; }, "min_new_tokens"},
+      {[](GenerateConfig& c) { c.min_new_tokens = -1; }, "min_new_tokens"},
+      {[](GenerateConfig& c) { c.temperature = 0; }, "temperature must be > 0, got 0"},
+      {[](GenerateConfig& c) { c.temperature = std::nan(""); }, "temperature must be > 0"},
+      {[](GenerateConfig& c) { c.top_k = -2; }, "top_k must be >= 0, got -2"},
+      {[](GenerateConfig& c) { c.top_p = 1.5; }, "top_p must be in (0, 1], got 1.5"},
+      {[](GenerateConfig& c) { c.num_beams = 0; }, "num_beams must be >= 1, got 0"},
+      {[](GenerateConfig& c) { c.length_penalty = INFINITY; }, "length_penalty must be finite"},
+      {[](GenerateConfig& c) { c.eos_id = 50; }, "eos_id 50 is outside the vocabulary [0, 50)"},
+      {[](GenerateConfig& c) {
+         c.ban_ids = {3, -1};
+       },
+       "banned id -1 is outside the vocabulary"},
+  };
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    CAPTURE(i);
+    GenerateConfig cfg;
+    cfg.max_new_tokens = 8, cfg.eos_id = 49;
+    cases[i].first(cfg);
+    CHECK(test::error_of([&] { (void)generate(m, bank, {ok}, cfg); }).find(cases[i].second) != std::string::npos);
+  }
+  CHECK(test::error_of([&] { KvCache<float> cache(m.config, 1, 17); }).find("exceeds the model's n_positions") !=
+        std::string::npos);
+}

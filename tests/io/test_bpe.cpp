@@ -342,3 +342,18 @@ TEST_CASE("bpe: bad vocabulary and merges files are refused, naming file and lin
   fs::resize_file(merges_path, detail::kMaxBpeFileBytes + 1);
   CHECK(has(test::error_of([&] { Gpt2Tokenizer::load(vocab_path, merges_path); }), "more than the limit"));
 }
+
+TEST_CASE("bpe: a vocabulary claiming 10^9 entries or fewer than 256 is refused without allocating for it") {
+  test::TempDir dir;
+  // Ids up to 10^9 in a small file: the tables are sized by the entries actually present, so this is an error,
+  // not a 10^9-entry allocation.
+  auto v = mini_vocab({});
+  v["\xc4\xa0huge"] = 1000000000;
+  std::string e = load_error(dir, v.dump(), "#version: 0.2\n");
+  CHECK(e.find("has the id 1000000000, outside [0, 257)") != std::string::npos);
+  nlohmann::json small = nlohmann::json::object();
+  small["a"] = 0;
+  e = load_error(dir, small.dump(), "");
+  CHECK(e.find("has 1 entries; a byte-level BPE vocabulary needs at least the 256 single-byte tokens") !=
+        std::string::npos);
+}

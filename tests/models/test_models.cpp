@@ -487,3 +487,24 @@ int main(int argc, char** argv) {
   if (g_reference_dir.empty()) ctx.addFilter("test-case-exclude", "PyTorch parity*");
   return ctx.run();
 }
+
+TEST_CASE("GPT-2 config.json: sizes out of range are refused before anything is allocated") {
+  TempDir dir;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"({"vocab_size": 1000000000})", "vocab_size=1000000000 is out of range"},
+      {R"({"n_layer": 0})", "n_layer=0 is out of range"},
+      {R"({"n_layer": 100000})", "n_layer=100000 is out of range"},
+      {R"({"n_embd": 1048576, "n_head": 1})", "n_embd=1048576 out of range"},
+      {R"({"n_positions": 1073741824})", "n_positions=1073741824 is out of range"},
+      {R"({"layer_norm_epsilon": -1})", "layer_norm_epsilon=-1 is out of range"},
+      {R"({"n_head": 0})", "n_head=0"},
+  };
+  for (const auto& [json, message] : cases) {
+    CAPTURE(json);
+    write_text_file_atomic(dir.file("config.json"), json);
+    CHECK(error_of([&] { load_gpt2_config(dir.path.string()); }).find(message) != std::string::npos);
+  }
+  // A folder with a valid config but no weights names the missing file.
+  write_text_file_atomic(dir.file("config.json"), R"({"n_layer": 1, "n_head": 1, "n_embd": 4, "vocab_size": 8})");
+  CHECK(error_of([&] { load_gpt2<float>(dir.path.string()); }).find("model.safetensors") != std::string::npos);
+}

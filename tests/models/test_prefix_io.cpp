@@ -64,4 +64,21 @@ TEST_CASE("merged prefixes round-trip through our file and through a PEFT adapte
         std::string::npos);
   write_text_file_atomic(dir.file("peft") + "/adapter_config.json", "{oops");
   CHECK(error_of([&] { (void)load_prefix<float>(dir.file("peft"), c); }).find("invalid JSON") != std::string::npos);
+  // prefix_projection: true (the MLP, not the prefix), or not a boolean (found by fuzz_peft).
+  nlohmann::json j = nlohmann::json::parse(cfg);
+  j["prefix_projection"] = true;
+  write_text_file_atomic(dir.file("peft") + "/adapter_config.json", j.dump());
+  CHECK(error_of([&] { (void)load_prefix<float>(dir.file("peft"), c); }).find("store the MLP, not the prefix") !=
+        std::string::npos);
+  for (const char* bad : {"null", "\"yes\"", "1"}) {
+    j["prefix_projection"] = nlohmann::json::parse(bad);
+    write_text_file_atomic(dir.file("peft") + "/adapter_config.json", j.dump());
+    const std::string e = error_of([&] { (void)load_prefix<float>(dir.file("peft"), c); });
+    if (j["prefix_projection"].is_null()) {
+      CHECK(e.empty());  // null: PEFT's default, false
+    } else {
+      CHECK(e.find("'prefix_projection' must be true or false, got " + j["prefix_projection"].dump()) !=
+            std::string::npos);
+    }
+  }
 }

@@ -186,3 +186,38 @@ TEST_CASE("first_nonfinite_grad names the first parameter whose gradient is NaN 
   b.grad_for_accumulation().data()[2] = 0;
   CHECK(detail::first_nonfinite_grad(std::vector<Var<float>>{a, b}) == "?");
 }
+
+TEST_CASE("a checkpoint with a wrong format or step is refused, naming the file, before anything is changed") {
+  const Setup s;
+  TempDir dir;
+  auto enc = s.fresh_encoder(1);
+  AdamW<float> opt(enc.parameters());
+  detail::save_checkpoint(dir.file("good.ckpt"), enc, opt, 3, 42);
+  CHECK(detail::load_checkpoint(dir.file("good.ckpt"), enc, opt, 42) == 3);
+  const auto write_meta = [&](const std::string& name, const std::vector<std::pair<std::string, std::string>>& meta) {
+    SafeTensorsWriter w;
+    w.add("x", Tensor<float>::zeros({1}), DType::F32);
+    for (const auto& [k, v] : meta) w.add_metadata(k, v);
+    w.write(dir.file(name));
+    return dir.file(name);
+  };
+  const auto before = enc.parameters().front().value().clone();
+  const std::vector<std::pair<std::vector<std::pair<std::string, std::string>>, std::string>> cases = {
+      {{{"format", "pt"}}, "not a prefixtune training checkpoint"},
+      {{{"format", "prefixtune.checkpoint"}, {"seed", "42"}}, "no 'step' metadata"},
+      {{{"format", "prefixtune.checkpoint"}, {"seed", "42"}, {"step", "12abc"}},
+       "metadata 'step' must be a non-negative integer, got '12abc'"},
+      {{{"format", "prefixtune.checkpoint"}, {"seed", "42"}, {"step", "-1"}}, "got '-1'"},
+      {{{"format", "prefixtune.checkpoint"}, {"seed", "42"}, {"step", "99999999999999999999"}}, "got '9999"},
+      {{{"format", "prefixtune.checkpoint"}, {"seed", "42"}, {"step", "5"}}, "no tensor named"},
+  };
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    CAPTURE(i);
+    const std::string path = write_meta("bad" + std::to_string(i), cases[i].first);
+    const std::string e = error_of([&] { (void)detail::load_checkpoint(path, enc, opt, 42); });
+    CHECK(e.find(cases[i].second) != std::string::npos);
+    CHECK(e.find(path) != std::string::npos);
+  }
+  const auto after = enc.parameters().front().value();
+  CHECK(std::memcmp(before.data(), after.data(), before.bytes()) == 0);
+}

@@ -167,17 +167,20 @@ std::int64_t load_checkpoint(const std::string& path, const PrefixEncoder<T, Dev
   PREFIXTUNE_CHECK(get("format") == kCheckpointFormat, path, ": not a prefixtune training checkpoint");
   PREFIXTUNE_CHECK(get("seed") == std::to_string(seed), path, ": checkpoint was made with seed ", get("seed"),
                    ", this run uses ", seed, " (resuming would not reproduce the run)");
-  for (const auto& p : enc.parameters()) {
-    Tensor<T, Device> value = p.value();
-    value.copy_from(f.load<T>(p.name(), p.shape(), true));
-  }
-  opt.load_state(f, "optim.");
   const std::string step = get("step");
-  std::int64_t value = 0;
-  const auto [end, ec] = std::from_chars(step.data(), step.data() + step.size(), value);
-  PREFIXTUNE_CHECK(ec == std::errc() && end == step.data() + step.size() && value >= 0, path,
+  std::int64_t step_value = 0;
+  const auto [end, ec] = std::from_chars(step.data(), step.data() + step.size(), step_value);
+  PREFIXTUNE_CHECK(ec == std::errc() && end == step.data() + step.size() && step_value >= 0, path,
                    ": checkpoint metadata 'step' must be a non-negative integer, got '", step, "'");
-  return value;
+  std::vector<Tensor<T, Cpu>> values;  // every weight read and checked before anything is changed
+  for (const auto& p : enc.parameters()) values.push_back(f.load<T>(p.name(), p.shape(), true));
+  opt.load_state(f, "optim.");
+  const auto params = enc.parameters();
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    Tensor<T, Device> value = params[i].value();
+    value.copy_from(values[i]);
+  }
+  return step_value;
 }
 
 }  // namespace detail
