@@ -4,7 +4,7 @@
 # BUILD/fuzz-artifacts/<target>/ and the log to BUILD/fuzz-logs/<target>.log. A failing input belongs in
 # tests/fuzz/regressions/<target>/ once fixed (test_fuzz_replay replays it in every build).
 #
-#   scripts/fuzz.sh [SECONDS] [TARGET ...]        # targets: see tests/fuzz/CMakeLists.txt; default all
+#   scripts/fuzz.sh [SECONDS] [TARGET ...]        # targets: tests/fuzz/fuzz_<target>.cpp; default all
 #   PREFIXTUNE_FUZZ_BUILD=dir (default build-fuzz)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,8 +12,12 @@ secs=${1:-30}
 if [ $# -gt 0 ]; then shift; fi
 build=${PREFIXTUNE_FUZZ_BUILD:-build-fuzz}
 targets=("$@")
-if [ ${#targets[@]} -eq 0 ]; then
-  targets=(safetensors gpt2_config bpe_files bpe_encode bpe_decode dataset peft prefix_files)
+if [ ${#targets[@]} -eq 0 ]; then  # every tests/fuzz/fuzz_<target>.cpp but the replay driver
+  for f in tests/fuzz/fuzz_*.cpp; do
+    t=$(basename "$f" .cpp)
+    t=${t#fuzz_}
+    if [ "$t" != replay ]; then targets+=("$t"); fi
+  done
 fi
 launcher=()
 if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
@@ -41,15 +45,12 @@ run_one() {
 failed=0
 slots=$(nproc)
 pids=()
-names=()
 for t in "${targets[@]}"; do
   run_one "$t" &
   pids+=($!)
-  names+=("$t")
   if [ ${#pids[@]} -ge "$slots" ]; then
     wait "${pids[0]}" || failed=$((failed + 1))
     pids=("${pids[@]:1}")
-    names=("${names[@]:1}")
   fi
 done
 for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done

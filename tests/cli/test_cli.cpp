@@ -455,9 +455,12 @@ TEST_CASE(
                                            "5",
                                            "--checkpoint-every",
                                            "1"};
-  std::string straight_args;
-  for (const auto& a : common) straight_args += a + " ";
-  straight_args += "--out " + dir.file("straight.safetensors");
+  const auto joined = [](const std::vector<std::string>& args) {
+    std::string s;
+    for (const auto& a : args) s += a + " ";
+    return s;
+  };
+  const std::string straight_args = joined(common) + "--out " + dir.file("straight.safetensors");
   const auto t0 = std::chrono::steady_clock::now();
   REQUIRE(run(straight_args).status == 0);
   const double full_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -465,9 +468,7 @@ TEST_CASE(
   // Kill resumed runs at seeded random moments until 10 kills landed mid-run (or the run finished; bounded loop).
   const std::string ckpt = dir.file("run.ckpt");
   std::vector<std::string> args = common;
-  for (const char* a : {"--checkpoint", "", "--resume", "--out", ""}) args.emplace_back(a);
-  args[common.size() + 1] = ckpt;
-  args.back() = dir.file("resumed.safetensors");
+  args.insert(args.end(), {"--checkpoint", ckpt, "--resume", "--out", dir.file("resumed.safetensors")});
   Rng rng(17);
   int kills = 0, finished = 0, kills_after_a_checkpoint = 0;
   for (int round = 0; round < 40 && kills < 10; ++round) {
@@ -496,9 +497,7 @@ TEST_CASE(
   CHECK(kills >= 8);
   CHECK(kills_after_a_checkpoint >= 3);  // most kills hit training, not the program's start-up
   // Resuming from whatever the last kill left ends exactly where the uninterrupted run did.
-  std::string resume_args;
-  for (const auto& a : args) resume_args += a + " ";
-  REQUIRE(run(resume_args).status == 0);
+  REQUIRE(run(joined(args)).status == 0);
   const Gpt2Config c = load_gpt2_config(model);
   const auto a = load_prefix<float>(dir.file("straight.safetensors"), c).table.value();
   const auto b = load_prefix<float>(dir.file("resumed.safetensors"), c).table.value();

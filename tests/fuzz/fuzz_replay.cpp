@@ -76,8 +76,6 @@ void write_seeds(const fs::path& root) {
   put(root / "corpus/gpt2_config", "tiny.json",
       R"({"n_layer": 2, "n_embd": 8, "n_head": 2, "vocab_size": 16, "n_positions": 16, "n_inner": null})");
   {  // bpe_files: byte-level vocabulary of the 256 byte symbols, a few merges, <|endoftext|>
-    const auto& map = detail::byte_unicode_map();
-    (void)map;
     nlohmann::json vocab = nlohmann::json::object();
     for (int b = 0; b < 256; ++b) vocab[detail::bytes_to_token_text(std::string(1, static_cast<char>(b)))] = b;
     const std::vector<std::pair<std::string, std::string>> merges = {

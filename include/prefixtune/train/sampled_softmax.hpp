@@ -46,9 +46,7 @@ inline SampledVocabulary sample_vocabulary(std::vector<std::int32_t> labels, std
   std::sort(labels.begin(), labels.end());
   labels.erase(std::unique(labels.begin(), labels.end()), labels.end());
   PREFIXTUNE_CHECK(labels.empty() || (labels.front() >= 0 && labels.back() < V),
-                   "sample_vocabulary: a label is "
-                   "outside [0, ",
-                   V, ")");
+                   "sample_vocabulary: a label is outside [0, ", V, ")");
   SampledVocabulary s;
   s.num_labels = static_cast<std::int64_t>(labels.size());
   std::vector<std::int32_t> rest;
