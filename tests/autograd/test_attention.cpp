@@ -26,13 +26,14 @@ struct Problem {
   std::int64_t B, T, NH, HS, P, Bp;
   std::vector<double> qkv, pk, pv;
   std::vector<std::uint8_t> mask;  // empty = no mask
+  std::vector<std::int32_t> from;  // per row, the first query that sees the prefix (an infix); empty = all
   std::int64_t C() const { return NH * HS; }
 };
 
 Problem make_problem(std::int64_t B, std::int64_t T, std::int64_t NH, std::int64_t HS, std::int64_t P, std::int64_t Bp,
                      MaskKind mk, std::uint64_t seed) {
   Rng rng(seed);
-  Problem p{B, T, NH, HS, P, Bp, {}, {}, {}, {}};
+  Problem p{B, T, NH, HS, P, Bp, {}, {}, {}, {}, {}};
   p.qkv = test::random_values(B * T * 3 * p.C(), rng);
   p.pk = test::random_values(Bp * NH * P * HS, rng);
   p.pv = test::random_values(Bp * NH * P * HS, rng);
@@ -71,7 +72,8 @@ Reference reference(const Problem& p, const std::vector<double>* dout = nullptr)
         };
         std::vector<Key> keys;
         const std::int64_t bp = p.Bp == 1 ? 0 : b;
-        for (std::int64_t j = 0; j < P; ++j) keys.push_back({true, ((bp * NH + h) * P + j) * HS});
+        const bool sees_prefix = p.from.empty() || t >= p.from[static_cast<std::size_t>(b)];
+        for (std::int64_t j = 0; j < P && sees_prefix; ++j) keys.push_back({true, ((bp * NH + h) * P + j) * HS});
         for (std::int64_t j = 0; j <= t; ++j)
           if (p.mask.empty() || p.mask[b * T + j]) keys.push_back({false, (b * T + j) * 3 * C + C + h * HS});
         if (keys.empty()) continue;
@@ -129,8 +131,10 @@ template <class T>
 struct Inputs {
   Tensor<T> qkv, pk, pv;
   Mask mask;
+  Tensor<std::int32_t> from;
   std::int64_t NH;
   explicit Inputs(const Problem& p) : NH(p.NH) {
+    if (!p.from.empty()) from = Tensor<std::int32_t>::from_vector({p.B}, p.from);
     qkv = tensor<T>({p.B, p.T, 3 * p.C()}, p.qkv);
     if (p.P > 0) {
       pk = tensor<T>({p.Bp, p.NH, p.P, p.HS}, p.pk);
@@ -152,7 +156,7 @@ struct Inputs {
   }
   Tensor<T> forward(AttentionCache<T, Cpu>* cache) const {
     auto out = Tensor<T>::full({qkv.size(0), qkv.size(1), qkv.size(2) / 3}, T(7));  // garbage must vanish
-    attention_forward(qkv, NH, pk, pv, mask, out, cache);
+    attention_forward(qkv, NH, pk, pv, mask, out, cache, from);
     return out;
   }
 };
@@ -351,6 +355,45 @@ TEST_CASE("attention_backward matches central finite differences in double (qkv,
       CHECK(gradcheck(loss, in.pv, g.pv).ok(1e-6));
     }
   }
+}
+
+TEST_CASE_TEMPLATE("attention with prefix_from (an infix) matches the naive loop; its backward, finite differences", T,
+                   float, double) {
+  const Config configs[] = {{3, 6, 2, 4, 3, 1, MaskKind::right_pad},
+                            {3, 6, 2, 4, 2, 3, MaskKind::holes},
+                            {2, 40, 2, 3, 5, 1, MaskKind::none}};
+  std::uint64_t seed = 300;
+  for (const Config& c : configs) {
+    Problem p = make_problem(c.B, c.T, c.NH, c.HS, c.P, c.Bp, c.mask, seed++);
+    for (std::int64_t b = 0; b < c.B; ++b)  // 0 (all see it), the middle, past the end (nobody does)
+      p.from.push_back(static_cast<std::int32_t>(b == 0 ? 0 : b == 1 ? c.T / 2 : c.T + 3));
+    Inputs<T> in(p);
+    Rng rng(seed++);
+    const auto dy = test::random_values(c.B * c.T * p.C(), rng);
+    const Reference r = reference(p, &dy);
+    INFO("B=", c.B, " T=", c.T, " P=", c.P, " Bp=", c.Bp, " mask=", int(c.mask));
+    CHECK(max_rel_diff(values(in.forward(nullptr)), r.out) < tol<T>());
+    const auto g = in.backward(tensor<T>({c.B, c.T, p.C()}, dy));
+    CHECK(max_rel_diff(values(g.qkv), r.dqkv) < tol<T>());
+    CHECK(max_rel_diff(values(g.pk), r.dpk) < tol<T>());
+    CHECK(max_rel_diff(values(g.pv), r.dpv) < tol<T>());
+    if constexpr (std::is_same_v<T, double>) {
+      const auto w = tensor<double>({c.B, c.T, p.C()}, dy);
+      auto loss = [&] {
+        const auto out = in.forward(nullptr);
+        double s = 0;
+        for (std::int64_t i = 0; i < out.numel(); ++i) s += out.data()[i] * w.data()[i];
+        return s;
+      };
+      if (c.T < 10) {
+        CHECK(gradcheck(loss, in.qkv, g.qkv).ok(1e-6));
+        CHECK(gradcheck(loss, in.pk, g.pk).ok(1e-6));
+      }
+    }
+  }
+  Inputs<float> in(make_problem(2, 4, 2, 3, 2, 1, MaskKind::none, 9));
+  in.from = Tensor<std::int32_t>::zeros({3});
+  CHECK(error_of([&] { (void)in.forward(nullptr); }).find("prefix_from shape") != std::string::npos);
 }
 
 TEST_CASE_TEMPLATE("attention_backward matches a naive double backward on larger shapes", T, float, double) {

@@ -13,9 +13,11 @@
 #include <string>
 #include <vector>
 
+#include "models/parity_util.hpp"
 #include "prefixtune/prefixtune.hpp"
 
 using namespace prefixtune;
+using test::reference_encoder;
 
 extern std::string g_reference_dir;  // test_models.cpp: --reference=DIR
 
@@ -24,28 +26,6 @@ namespace {
 // Below this top-2 logit gap (float64 reference) a float32 run may legitimately pick the other token, so rows are
 // compared only up to the first such step.
 constexpr double kTieMargin = 1e-4;
-
-Tensor<float> transpose2d(const Tensor<float>& t) {
-  auto out = Tensor<float>::empty({t.size(1), t.size(0)});
-  for (std::int64_t i = 0; i < t.size(0); ++i)
-    for (std::int64_t j = 0; j < t.size(1); ++j) out(j, i) = t(i, j);
-  return out;
-}
-
-// The reference's PEFT encoder (nn.Linear weights are [out, in]; ours [in, out]).
-PrefixEncoder<float> reference_encoder(const SafeTensorsFile& f, const Gpt2Config& c) {
-  PrefixEncoder<float> e;
-  e.n_layer = c.n_layer;
-  e.n_embd = c.n_embd;
-  e.embedding = Var<float>(f.load<float>("prefix_encoder.embedding.weight"), true);
-  e.w1 = Var<float>(transpose2d(f.load<float>("prefix_encoder.transform.0.weight")), true);
-  e.b1 = Var<float>(f.load<float>("prefix_encoder.transform.0.bias"), true);
-  e.w2 = Var<float>(transpose2d(f.load<float>("prefix_encoder.transform.2.weight")), true);
-  e.b2 = Var<float>(f.load<float>("prefix_encoder.transform.2.bias"), true);
-  e.config.length = e.embedding.shape()[0];
-  e.config.mid = e.w1.shape()[1];
-  return e;
-}
 
 std::vector<std::int32_t> load_ids(const SafeTensorsFile& f, const std::string& name) {
   std::vector<std::int32_t> out;

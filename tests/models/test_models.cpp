@@ -12,13 +12,17 @@
 #include <fstream>
 #include <limits>
 
+#include "models/parity_util.hpp"
 #include "prefixtune/models/gpt2_io.hpp"
 #include "prefixtune/prefix/prefix.hpp"
 #include "test_util.hpp"
 
 using namespace prefixtune;
+using test::cast_ids;
 using test::error_of;
+using test::rel_err;
 using test::TempDir;
+using test::transpose2d;
 
 std::string g_reference_dir;  // set by --reference=DIR (also read by test_generate_parity.cpp)
 
@@ -32,34 +36,6 @@ Gpt2Config tiny_config() {
   c.n_positions = 12;
   c.vocab_size = 17;
   return c;
-}
-
-// max |a - ref| / max |ref|: the norm-wise relative error used for every parity check.
-template <class A, class R>
-double rel_err(const Tensor<A>& a, const Tensor<R>& ref) {
-  REQUIRE(a.numel() == ref.numel());
-  const auto av = a.to_vector();
-  const auto rv = ref.to_vector();
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < av.size(); ++i) {
-    num = std::max(num, std::abs(double(av[i]) - double(rv[i])));
-    den = std::max(den, std::abs(double(rv[i])));
-  }
-  return num / std::max(den, 1e-30);
-}
-
-Tensor<float> transpose2d(const Tensor<float>& t) {
-  auto out = Tensor<float>::empty({t.size(1), t.size(0)});
-  for (std::int64_t i = 0; i < t.size(0); ++i)
-    for (std::int64_t j = 0; j < t.size(1); ++j) out(j, i) = t(i, j);
-  return out;
-}
-
-template <class T>
-Tensor<T> cast_ids(const Tensor<std::int64_t>& t) {
-  auto out = Tensor<T>::empty(t.shape());
-  for (std::int64_t i = 0; i < t.numel(); ++i) out.data()[i] = static_cast<T>(t.data()[i]);
-  return out;
 }
 
 // Writes config.json + model.safetensors from explicit tensors (for layouts save_gpt2 does not produce).
@@ -364,19 +340,8 @@ struct Reference {
   Tensor<float> getf(const std::string& name) const { return file.load<float>(name); }
 };
 
-// An encoder holding the reference's parameters (nn.Linear stores [out, in]; we store [in, out]).
 PrefixEncoder<float> reference_encoder(const Reference& r, const Gpt2Config& c) {
-  PrefixEncoder<float> e;
-  e.n_layer = c.n_layer;
-  e.n_embd = c.n_embd;
-  e.embedding = Var<float>(r.getf("prefix_encoder.embedding.weight"), true);
-  e.w1 = Var<float>(transpose2d(r.getf("prefix_encoder.transform.0.weight")), true);
-  e.b1 = Var<float>(r.getf("prefix_encoder.transform.0.bias"), true);
-  e.w2 = Var<float>(transpose2d(r.getf("prefix_encoder.transform.2.weight")), true);
-  e.b2 = Var<float>(r.getf("prefix_encoder.transform.2.bias"), true);
-  e.config.length = e.embedding.shape()[0];
-  e.config.mid = e.w1.shape()[1];
-  return e;
+  return test::reference_encoder(r.file, c);
 }
 
 struct Outputs {

@@ -12,50 +12,15 @@
 #include "prefixtune/models/gpt2_io.hpp"
 #include "prefixtune/train/trainer.hpp"
 #include "test_util.hpp"
+#include "train/train_fixture.hpp"
 
 using namespace prefixtune;
+using test::copy_task;
 using test::error_of;
+using test::Setup;
 using test::TempDir;
 
 namespace {
-
-constexpr std::int32_t kEot = 49;
-
-// "source <eot> target <eot>" where the target repeats the source: something a prefix can learn quickly.
-std::vector<Example> copy_task(std::size_t n, Rng& rng) {
-  std::vector<Example> out;
-  for (std::size_t i = 0; i < n; ++i) {
-    const std::size_t len = 2 + rng.below(3);
-    std::vector<std::int32_t> src;
-    for (std::size_t j = 0; j < len; ++j) src.push_back(static_cast<std::int32_t>(rng.below(8)));
-    out.push_back(example_from_ids(src, src, kEot, i + 1));
-  }
-  return out;
-}
-
-struct Setup {
-  Gpt2<float> model;
-  std::vector<Example> train, valid;
-  PrefixConfig pc;
-  Setup() {
-    Rng rng(100);
-    Gpt2Config c;
-    c.n_layer = 2, c.n_head = 2, c.n_embd = 16, c.n_positions = 32, c.vocab_size = 50;
-    model = random_gpt2<float>(c, rng);
-    // Larger weights than GPT-2's N(0, 0.02) so that a prefix can move the logits of a random model.
-    for (auto& b : model.h)
-      for (Tensor<float>* w : {&b.attn_w, &b.attn_proj_w, &b.fc_w, &b.mlp_proj_w}) fill_normal(*w, rng, 0.0, 0.3);
-    fill_normal(model.wte, rng, 0.0, 1.0);
-    train = copy_task(40, rng);
-    valid = copy_task(10, rng);
-    pc.length = 3;
-    pc.mid = 16;
-  }
-  PrefixEncoder<float> fresh_encoder(std::uint64_t seed) const {
-    Rng rng(seed);
-    return PrefixEncoder<float>::create(pc, model.config, rng);
-  }
-};
 
 double mean(const std::vector<double>& v, std::size_t b, std::size_t e) {
   return std::accumulate(v.begin() + static_cast<std::ptrdiff_t>(b), v.begin() + static_cast<std::ptrdiff_t>(e), 0.0) /
@@ -192,8 +157,8 @@ TEST_CASE("a checkpoint with a wrong format or step is refused, naming the file,
   TempDir dir;
   auto enc = s.fresh_encoder(1);
   AdamW<float> opt(enc.parameters());
-  detail::save_checkpoint(dir.file("good.ckpt"), enc, opt, 3, 42);
-  CHECK(detail::load_checkpoint(dir.file("good.ckpt"), enc, opt, 42) == 3);
+  detail::save_checkpoint(dir.file("good.ckpt"), enc.parameters(), opt, 3, 42);
+  CHECK(detail::load_checkpoint(dir.file("good.ckpt"), enc.parameters(), opt, 42) == 3);
   const auto write_meta = [&](const std::string& name, const std::vector<std::pair<std::string, std::string>>& meta) {
     SafeTensorsWriter w;
     w.add("x", Tensor<float>::zeros({1}), DType::F32);
@@ -214,7 +179,7 @@ TEST_CASE("a checkpoint with a wrong format or step is refused, naming the file,
   for (std::size_t i = 0; i < cases.size(); ++i) {
     CAPTURE(i);
     const std::string path = write_meta("bad" + std::to_string(i), cases[i].first);
-    const std::string e = error_of([&] { (void)detail::load_checkpoint(path, enc, opt, 42); });
+    const std::string e = error_of([&] { (void)detail::load_checkpoint(path, enc.parameters(), opt, 42); });
     CHECK(e.find(cases[i].second) != std::string::npos);
     CHECK(e.find(path) != std::string::npos);
   }

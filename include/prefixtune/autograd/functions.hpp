@@ -319,10 +319,13 @@ detail::var_t<W> embedding(detail::tape_t<W>& tape, const Tensor<std::int32_t, d
 
 /// Causal multi-head self-attention over qkv (B, T, 3C) with optional per-layer prefix K/V (Bp, NH, P, HS),
 /// Bp in {1, B} (undefined = no prefix), and an optional key padding mask (B, T) (1 = token, 0 = padding).
-/// Gradients flow to qkv and to the prefix K/V when they are trainable Vars.
+/// Gradients flow to qkv and to the prefix K/V when they are trainable Vars. prefix_from (B), when defined,
+/// places the prefix as an infix: query t of row b sees it only when t >= prefix_from[b].
 template <class X, class PK, class PV>
-detail::var_t<X> attention(detail::tape_t<X>& tape, const X& qkv, std::int64_t num_heads, const PK& prefix_k,
-                           const PV& prefix_v, const Tensor<std::uint8_t, detail::device_t<X>>& mask) {
+detail::var_t<X> attention(
+    detail::tape_t<X>& tape, const X& qkv, std::int64_t num_heads, const PK& prefix_k, const PV& prefix_v,
+    const Tensor<std::uint8_t, detail::device_t<X>>& mask,
+    const Tensor<std::int32_t, detail::device_t<X>>& prefix_from = Tensor<std::int32_t, detail::device_t<X>>()) {
   static_assert(detail::same_kind_v<X, PK, PV>, "attention: qkv and the prefix must share element type and device");
   using T = detail::value_t<X>;
   using D = detail::device_t<X>;
@@ -332,7 +335,7 @@ detail::var_t<X> attention(detail::tape_t<X>& tape, const X& qkv, std::int64_t n
   Tensor<T, D> out(Shape{xv.size(0), xv.size(1), xv.size(2) / 3});
   const bool rec = detail::should_record(qkv, prefix_k, prefix_v);
   auto cache = rec ? std::make_shared<AttentionCache<T, D>>() : nullptr;
-  attention_forward(xv, num_heads, pk, pv, mask, out, cache.get());
+  attention_forward(xv, num_heads, pk, pv, mask, out, cache.get(), prefix_from);
   Var<T, D> y(out, rec, "attention");
   if (rec) {
     tape.record([y, qkv, prefix_k, prefix_v, pk, pv, mask, cache, num_heads] {

@@ -62,7 +62,8 @@ std::vector<Generation> generate_beam(const Gpt2<T, Device, Param>& m, const Pre
   std::vector<std::int64_t> slots, row_request;  // the rows of the next model call
   std::vector<std::vector<std::int32_t>> feed;
   for (std::int64_t i = 0; i < R; ++i) {
-    cache.reset(i * nb, requests[static_cast<std::size_t>(i)].prefix);
+    const GenerationRequest& r = requests[static_cast<std::size_t>(i)];
+    cache.reset(i * nb, r.prefix, bank.visible_from(r.prefix, r.prompt.size()));
     beams[static_cast<std::size_t>(i)].push_back(Beam{{}, 0.0, i * nb});
     slots.push_back(i * nb);
     row_request.push_back(i);

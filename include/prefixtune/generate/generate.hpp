@@ -50,7 +50,8 @@ std::vector<Generation> generate_sampled(const Gpt2<T, Device, Param>& m, const 
   std::vector<std::int64_t> active;
   std::vector<std::vector<std::int32_t>> feed;
   for (std::int64_t i = 0; i < R; ++i) {
-    cache.reset(i, requests[static_cast<std::size_t>(i)].prefix);
+    const GenerationRequest& r = requests[static_cast<std::size_t>(i)];
+    cache.reset(i, r.prefix, bank.visible_from(r.prefix, r.prompt.size()));
     active.push_back(i);
     feed.push_back(requests[static_cast<std::size_t>(i)].prompt);
   }

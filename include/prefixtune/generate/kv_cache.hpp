@@ -36,6 +36,7 @@ class KvCache {
     }
     length_.assign(static_cast<std::size_t>(slots), 0);
     prefix_.assign(static_cast<std::size_t>(slots), kNoPrefix);
+    from_.assign(static_cast<std::size_t>(slots), 0);
   }
 
   std::int64_t slots() const { return static_cast<std::int64_t>(length_.size()); }
@@ -46,12 +47,16 @@ class KvCache {
   Tensor<T, Device>& k(std::int64_t l) { return k_.at(static_cast<std::size_t>(l)); }
   Tensor<T, Device>& v(std::int64_t l) { return v_.at(static_cast<std::size_t>(l)); }
 
-  /// Empties `slot` and binds it to bank prefix `prefix_index` (kNoPrefix: none).
-  void reset(std::int64_t slot, std::int64_t prefix_index) {
+  /// Empties `slot` and binds it to bank prefix `prefix_index` (kNoPrefix: none), seen by the tokens at index >=
+  /// `visible_from` (0: all; an infix: the last prompt token, see PrefixBank::visible_from).
+  void reset(std::int64_t slot, std::int64_t prefix_index, std::int64_t visible_from = 0) {
     check_slot(slot);
+    PREFIXTUNE_CHECK(visible_from >= 0, "KvCache: visible_from ", visible_from, " must be >= 0");
     length_[static_cast<std::size_t>(slot)] = 0;
     prefix_[static_cast<std::size_t>(slot)] = prefix_index;
+    from_[static_cast<std::size_t>(slot)] = visible_from;
   }
+  std::int64_t visible_from(std::int64_t slot) const { return from_.at(static_cast<std::size_t>(slot)); }
 
   /// Makes slot dst a copy of slot src (its tokens, length and prefix).
   void copy_slot(std::int64_t dst, std::int64_t src) {
@@ -65,6 +70,7 @@ class KvCache {
     }
     length_[static_cast<std::size_t>(dst)] = n;
     prefix_[static_cast<std::size_t>(dst)] = prefix_[static_cast<std::size_t>(src)];
+    from_[static_cast<std::size_t>(dst)] = from_[static_cast<std::size_t>(src)];
   }
 
   /// Records that `count` tokens were appended to slot (done by gpt2_extend after all layers).
@@ -77,12 +83,24 @@ class KvCache {
  private:
   detail::CachedAttentionDims dims_;
   std::vector<Tensor<T, Device>> k_, v_;
-  std::vector<std::int64_t> length_, prefix_;
+  std::vector<std::int64_t> length_, prefix_, from_;
 };
+
+namespace detail {
+
+/// The position of the token at `index` in a slot bound to bank entry pi, seen from index `from` on.
+template <class T, class Device>
+std::int64_t token_position(const PrefixBank<T, Device>& bank, std::int64_t pi, std::int64_t from, std::int64_t index) {
+  if (bank.infix(pi)) return index + (index >= from ? bank.length(pi) : 0);
+  return bank.position_offset(pi) + index;
+}
+
+}  // namespace detail
 
 /// Appends tokens[r] to cache slot slots[r] for every row r (rows may carry different prefixes, past lengths and
 /// token counts >= 1) and returns the logits (R, V) at each row's last new token. Real tokens take positions
-/// bank.position_offset(prefix) + index in the slot. Errors name the row: a token id out of range, a slot
+/// bank.position_offset(prefix) + index in the slot (an infix: index, plus P from the slot's visible_from on).
+/// Errors name the row: a token id out of range, a slot
 /// listed twice, or more tokens than the cache capacity / the model's context holds.
 template <class T, class Device, class Param>
 Tensor<T, Device> gpt2_extend(const Gpt2<T, Device, Param>& m, const PrefixBank<T, Device>& bank,
@@ -106,24 +124,25 @@ Tensor<T, Device> gpt2_extend(const Gpt2<T, Device, Param>& m, const PrefixBank<
     PREFIXTUNE_CHECK(n >= 1, "gpt2_extend: row ", r, " has no tokens");
     const std::int64_t pi = cache.prefix(s), past = cache.length(s);
     bank.check_index(pi, "gpt2_extend");
-    const std::int64_t last_pos = bank.position_offset(pi) + past + n - 1;
+    const std::int64_t last_pos = detail::token_position(bank, pi, cache.visible_from(s), past + n - 1);
     PREFIXTUNE_CHECK(past + n <= cache.capacity() && last_pos < c.n_positions, "gpt2_extend: row ", r, " would hold ",
                      past + n, " tokens (positions up to ", last_pos, "), more than the cache capacity ",
                      cache.capacity(), " or the model's context n_positions = ", c.n_positions);
     auto& w = rows[static_cast<std::size_t>(r)];
     w.slot = s, w.past = past, w.count = n, w.first = N, w.prefix_len = bank.length(pi);
+    w.prefix_from = cache.visible_from(s);
     N += n;
   }
   auto ids = Tensor<std::int32_t, Cpu>::empty({N}), pos = Tensor<std::int32_t, Cpu>::empty({N});
   for (std::int64_t r = 0; r < R; ++r) {
     const auto& w = rows[static_cast<std::size_t>(r)];
-    const std::int64_t off = bank.position_offset(cache.prefix(w.slot));
+    const std::int64_t pi = cache.prefix(w.slot), from = cache.visible_from(w.slot);
     for (std::int64_t j = 0; j < w.count; ++j) {
       const std::int32_t id = tokens[static_cast<std::size_t>(r)][static_cast<std::size_t>(j)];
       PREFIXTUNE_CHECK(id >= 0 && id < c.vocab_size, "gpt2_extend: row ", r, " token ", j, " has id ", id,
                        ", outside the vocabulary [0, ", c.vocab_size, ")");
       ids.data()[w.first + j] = id;
-      pos.data()[w.first + j] = static_cast<std::int32_t>(off + w.past + j);
+      pos.data()[w.first + j] = static_cast<std::int32_t>(detail::token_position(bank, pi, from, w.past + j));
     }
   }
   const std::int64_t C = c.n_embd;

@@ -192,6 +192,18 @@ inline TokenBatch make_batch(const std::vector<Example>& examples, const std::ve
   return b;
 }
 
+/// The examples with `prompt` (token ids) put before every source, unlabelled: the paper's discrete-prompting
+/// baseline (a fixed text instruction, nothing trained).
+inline std::vector<Example> prepend_prompt(const std::vector<Example>& examples,
+                                           const std::vector<std::int32_t>& prompt) {
+  std::vector<Example> out = examples;
+  for (Example& ex : out) {
+    ex.ids.insert(ex.ids.begin(), prompt.begin(), prompt.end());
+    ex.targets.insert(ex.targets.begin(), prompt.size(), kIgnoreLabel);
+  }
+  return out;
+}
+
 /// 0..n-1 in a random order drawn from rng (Fisher-Yates; the same seed gives the same order everywhere).
 inline std::vector<std::size_t> shuffled_order(std::size_t n, Rng& rng) {
   std::vector<std::size_t> order(n);

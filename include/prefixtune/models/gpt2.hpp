@@ -26,10 +26,13 @@ struct Gpt2Block {
   Param mlp_proj_w, mlp_proj_b;    // h.{i}.mlp.c_proj.weight/bias    (4C, C), (C)
 };
 
-/// Per-layer prefix keys and values, each (1 or B, NH, P, HS); empty vectors mean no prefix.
+/// Per-layer prefix keys and values, each (1 or B, NH, P, HS); empty vectors mean no prefix. visible_from (B),
+/// when defined, places them as an infix: row b's tokens t >= visible_from[b] see the slots and take positions
+/// shifted by P (the infix occupies positions visible_from[b] .. + P - 1); earlier tokens never see them.
 template <class T, class Device = Cpu>
 struct PrefixKv {
   std::vector<Var<T, Device>> k, v;
+  Tensor<std::int32_t, Cpu> visible_from;
   bool empty() const { return k.empty(); }
   std::int64_t length() const { return k.empty() ? 0 : k[0].value().size(2); }
 };
@@ -146,14 +149,23 @@ Gpt2<T, To> to_device(const Gpt2<T, From>& m) {
 namespace detail {
 
 /// Position ids offset..offset+T-1 for every row, after checking they fit the model's context.
+/// Position ids offset..offset+T-1 for every row, after checking they fit the model's context. With an infix
+/// (visible_from (B) defined, of length P), tokens t >= visible_from[b] move P positions further.
 inline Tensor<std::int32_t, Cpu> gpt2_positions(std::int64_t B, std::int64_t T, std::int64_t offset,
-                                                std::int64_t n_positions) {
-  PREFIXTUNE_CHECK(offset >= 0 && T >= 1 && offset + T <= n_positions, "a sequence of ", T,
-                   " tokens starting at position ", offset, " (the prefix offset) needs positions up to ",
-                   offset + T - 1, " but the model has n_positions=", n_positions);
+                                                std::int64_t n_positions,
+                                                const Tensor<std::int32_t, Cpu>& visible_from = {},
+                                                std::int64_t P = 0) {
+  const std::int64_t shift = visible_from.defined() ? P : 0;
+  PREFIXTUNE_CHECK(offset >= 0 && T >= 1 && offset + T + shift <= n_positions, "a sequence of ", T,
+                   " tokens starting at position ", offset, " (the prefix offset)",
+                   shift ? " with an infix of " + std::to_string(shift) + " slots" : std::string(),
+                   " needs positions up to ", offset + T + shift - 1, " but the model has n_positions=", n_positions);
+  PREFIXTUNE_CHECK(!visible_from.defined() || visible_from.shape() == Shape({B}), "gpt2: infix visible_from shape ",
+                   visible_from.shape(), " must be (B) = (", B, ")");
   auto pos = Tensor<std::int32_t, Cpu>::empty({B, T});
   for (std::int64_t b = 0; b < B; ++b)
-    for (std::int64_t t = 0; t < T; ++t) pos(b, t) = static_cast<std::int32_t>(offset + t);
+    for (std::int64_t t = 0; t < T; ++t)
+      pos(b, t) = static_cast<std::int32_t>(offset + t + (shift && t >= visible_from(b) ? shift : 0));
   return pos;
 }
 
@@ -161,7 +173,8 @@ inline Tensor<std::int32_t, Cpu> gpt2_positions(std::int64_t B, std::int64_t T, 
 
 /// Final hidden states (B, T, C) after ln_f for token ids (B, T) (right-padded rows flagged 0 in mask (B, T),
 /// which may be undefined for "no padding"). Real tokens take positions position_offset..position_offset+T-1
-/// (the paper and PEFT use P). The prefix, when given, is seen by every token in every layer.
+/// (the paper and PEFT use P). The prefix, when given, is seen by every token in every layer (an infix, with
+/// prefix.visible_from, only by the tokens after it; see PrefixKv).
 template <class T, class Device, class Param>
 Var<T, Device> gpt2_hidden(Tape<T, Device>& tape, const Gpt2<T, Device, Param>& m,
                            const Tensor<std::int32_t, Device>& ids, const Tensor<std::uint8_t, Device>& mask,
@@ -175,7 +188,10 @@ Var<T, Device> gpt2_hidden(Tape<T, Device>& tape, const Gpt2<T, Device, Param>& 
       "gpt2: the prefix has ", prefix.k.size(), " key and ", prefix.v.size(),
       " value layers but the model has n_layer=", c.n_layer);
   const std::int64_t B = ids.size(0), TT = ids.size(1);
-  const auto pos = detail::gpt2_positions(B, TT, position_offset, c.n_positions).template to<Device>();
+  const auto pos = detail::gpt2_positions(B, TT, position_offset, c.n_positions, prefix.visible_from, prefix.length())
+                       .template to<Device>();
+  const auto from =
+      prefix.visible_from.defined() ? prefix.visible_from.template to<Device>() : Tensor<std::int32_t, Device>();
   Var<T, Device> x = add(tape, embedding(tape, ids, m.wte), embedding(tape, pos, m.wpe));
   const T eps = static_cast<T>(c.layer_norm_epsilon);
   for (std::int64_t l = 0; l < c.n_layer; ++l) {
@@ -183,7 +199,7 @@ Var<T, Device> gpt2_hidden(Tape<T, Device>& tape, const Gpt2<T, Device, Param>& 
     const Var<T, Device> pk = prefix.empty() ? Var<T, Device>() : prefix.k[l];
     const Var<T, Device> pv = prefix.empty() ? Var<T, Device>() : prefix.v[l];
     auto qkv = linear(tape, layer_norm(tape, x, b.ln_1_w, b.ln_1_b, eps), b.attn_w, b.attn_b);
-    auto a = attention(tape, qkv, c.n_head, pk, pv, mask);
+    auto a = attention(tape, qkv, c.n_head, pk, pv, mask, from);
     x = add(tape, x, linear(tape, a, b.attn_proj_w, b.attn_proj_b));
     auto f = gelu(tape, linear(tape, layer_norm(tape, x, b.ln_2_w, b.ln_2_b, eps), b.fc_w, b.fc_b));
     x = add(tape, x, linear(tape, f, b.mlp_proj_w, b.mlp_proj_b));

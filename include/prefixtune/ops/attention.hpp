@@ -61,11 +61,13 @@ void ensure_shape(Tensor<T, Device>& t, const Shape& s) {
 /// prefix_k, prefix_v (Bp, NH, P, HS) with Bp 1 (shared) or B, or both undefined (no prefix);
 /// mask (B, T) uint8, 1 = real token, 0 = padding (hidden as a key), or undefined; out (B, T, C).
 /// Query t of row b attends to all P prefix slots and to the real tokens j <= t, scores scaled by 1/sqrt(HS);
-/// a query with nothing visible (only possible with P = 0) outputs zeros. cache may be null (inference).
+/// a query with nothing visible outputs zeros. cache may be null (inference). prefix_from (B) int32, when
+/// defined, makes the prefix an infix: query t of row b sees the P slots only when t >= prefix_from[b].
 template <class T, class Device>
 void attention_forward(const Tensor<T, Device>& qkv, std::int64_t num_heads, const Tensor<T, Device>& prefix_k,
                        const Tensor<T, Device>& prefix_v, const Tensor<std::uint8_t, Device>& mask,
-                       Tensor<T, Device>& out, AttentionCache<T, Device>* cache) {
+                       Tensor<T, Device>& out, AttentionCache<T, Device>* cache,
+                       const Tensor<std::int32_t, Device>& prefix_from = Tensor<std::int32_t, Device>()) {
   constexpr const char* op = "attention_forward";
   PREFIXTUNE_CHECK(qkv.defined() && qkv.rank() == 3, op, ": qkv must be (B, T, 3C), got ",
                    qkv.defined() ? qkv.shape().to_string() : std::string("an undefined tensor"));
@@ -78,6 +80,9 @@ void attention_forward(const Tensor<T, Device>& qkv, std::int64_t num_heads, con
   d.HS = d.C / d.NH;
   detail::check_attention_prefix(op, d, prefix_k, prefix_v);
   detail::check_attention_mask(op, d, mask);
+  PREFIXTUNE_CHECK(!prefix_from.defined() || prefix_from.shape() == Shape({d.B}), op, ": prefix_from shape ",
+                   prefix_from.shape(), " must be (B) = (", d.B, ")");
+  if (prefix_from.defined()) d.prefix_from = prefix_from.data();
   PREFIXTUNE_CHECK(out.defined() && out.shape() == Shape({d.B, d.T, d.C}), op, ": out shape ", out.shape(),
                    " must be (B, T, C) = (", d.B, ", ", d.T, ", ", d.C, ") for qkv ", qkv.shape());
 
@@ -98,7 +103,7 @@ void attention_forward(const Tensor<T, Device>& qkv, std::int64_t num_heads, con
 /// Backward of attention_forward from its cache. dout (B, T, C); accumulates (+=) into dqkv (B, T, 3C),
 /// dprefix_k and dprefix_v (shaped like the prefix; with Bp == 1 they sum over the batch). Undefined gradients
 /// are skipped with all the work that only they need. mask is only checked: the cached probabilities already
-/// carry it.
+/// carry it (and the infix visibility of attention_forward's prefix_from).
 template <class T, class Device>
 void attention_backward(const Tensor<T, Device>& dout, std::int64_t num_heads, const AttentionCache<T, Device>& cache,
                         const Tensor<T, Device>& prefix_k, const Tensor<T, Device>& prefix_v,

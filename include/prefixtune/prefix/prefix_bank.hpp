@@ -28,7 +28,10 @@ class PrefixBank {
 
   /// Adds a merged prefix table (P, 2*L*C) (PEFT's prompt_embeddings layout) and returns its index. `name` (may be
   /// empty) must be new; position_offset is the position of the first real token: -1 = P (the paper, PEFT), or 0.
-  std::int64_t add(const Tensor<T, Cpu>& table, const std::string& name = "", std::int64_t position_offset = -1) {
+  /// A Placement::Infix entry is seen only from the last prompt token on (the separator before the target), and
+  /// that token and the generated ones take positions P further (position_offset must be -1).
+  std::int64_t add(const Tensor<T, Cpu>& table, const std::string& name = "", std::int64_t position_offset = -1,
+                   Placement placement = Placement::Prefix) {
     const Gpt2Config& c = config_;
     const std::string who = name.empty() ? std::string("prefix #") + std::to_string(entries_.size()) : name;
     PREFIXTUNE_CHECK(
@@ -40,7 +43,10 @@ class PrefixBank {
     Entry e;
     e.name = name;
     e.length = P;
-    e.offset = position_offset < 0 ? P : position_offset;
+    PREFIXTUNE_CHECK(placement == Placement::Prefix || position_offset < 0, "PrefixBank: ", who,
+                     " is an infix: position_offset does not apply");
+    e.offset = position_offset < 0 ? P : position_offset;  // an infix takes P positions too
+    e.infix = placement == Placement::Infix;
     PREFIXTUNE_CHECK(e.offset < c.n_positions, "PrefixBank: ", who, " puts the first token at position ", e.offset,
                      " but the model has n_positions = ", c.n_positions);
     const T* src = table.data();
@@ -60,10 +66,11 @@ class PrefixBank {
     return static_cast<std::int64_t>(entries_.size()) - 1;
   }
 
-  /// Adds a merged DirectPrefix (see add(table, ...)).
+  /// Adds a merged DirectPrefix at its own placement; position_offset -1 takes the prefix's own.
   template <class D>
   std::int64_t add(const DirectPrefix<T, D>& prefix, const std::string& name = "", std::int64_t position_offset = -1) {
-    return add(prefix.table.value().template to<Cpu>(), name, position_offset);
+    return add(prefix.table.value().template to<Cpu>(), name,
+               position_offset < 0 ? prefix.position_offset : position_offset, prefix.placement);
   }
 
   std::int64_t size() const { return static_cast<std::int64_t>(entries_.size()); }
@@ -78,8 +85,15 @@ class PrefixBank {
 
   /// Prefix length P of entry i (0 for kNoPrefix).
   std::int64_t length(std::int64_t i) const { return i == kNoPrefix ? 0 : entry(i).length; }
-  /// Position of the first real token for entry i (0 for kNoPrefix).
+  /// Position of the first real token for entry i (0 for kNoPrefix); for an infix, the positions it takes (P).
   std::int64_t position_offset(std::int64_t i) const { return i == kNoPrefix ? 0 : entry(i).offset; }
+  /// Whether entry i is an infix (seen from the last prompt token on); false for kNoPrefix.
+  bool infix(std::int64_t i) const { return i != kNoPrefix && entry(i).infix; }
+  /// The first token index (in a request's prompt + generated tokens) that sees entry i: 0 for a prefix, the
+  /// last prompt token for an infix.
+  std::int64_t visible_from(std::int64_t i, std::size_t prompt_length) const {
+    return infix(i) && prompt_length > 0 ? static_cast<std::int64_t>(prompt_length) - 1 : 0;
+  }
   const std::string& name(std::int64_t i) const { return entry(i).name; }
   /// Layer l's keys / values (NH, P, HS) of entry i.
   const Tensor<T, Device>& k(std::int64_t i, std::int64_t l) const {
@@ -99,6 +113,7 @@ class PrefixBank {
   struct Entry {
     std::string name;
     std::int64_t length = 0, offset = 0;
+    bool infix = false;
     std::vector<Tensor<T, Device>> k, v;
   };
   const Entry& entry(std::int64_t i) const {

@@ -3,6 +3,7 @@
 // peft_type PREFIX_TUNING + adapter_model.safetensors holding prompt_embeddings [P, 2*L*C]), both directions.
 #pragma once
 
+#include <charconv>
 #include <filesystem>
 #include <string>
 
@@ -31,7 +32,8 @@ inline std::int64_t json_int(const nlohmann::json& j, const char* key, const std
 
 }  // namespace detail
 
-/// Writes a merged prefix to `path` (safetensors, tensor "prefix.table", the model's shape in the metadata).
+/// Writes a merged prefix to `path` (safetensors, tensor "prefix.table", the model's shape in the metadata, and
+/// "placement": "infix" for an infix).
 template <class T, class Device>
 void save_prefix(const std::string& path, const DirectPrefix<T, Device>& prefix, const Gpt2Config& c) {
   const auto table = prefix.table.value().template to<Cpu>();
@@ -43,6 +45,8 @@ void save_prefix(const std::string& path, const DirectPrefix<T, Device>& prefix,
   w.add_metadata("num_layers", std::to_string(c.n_layer));
   w.add_metadata("num_attention_heads", std::to_string(c.n_head));
   w.add_metadata("token_dim", std::to_string(c.n_embd));
+  if (prefix.placement == Placement::Infix) w.add_metadata("placement", "infix");
+  if (prefix.position_offset >= 0) w.add_metadata("position_offset", std::to_string(prefix.position_offset));
   w.write(path);
 }
 
@@ -52,6 +56,8 @@ void export_peft(const std::string& dir, const DirectPrefix<T, Device>& prefix, 
                  const std::string& base_model = "") {
   const auto table = prefix.table.value().template to<Cpu>();
   detail::check_prefix_table(table, c, dir);
+  PREFIXTUNE_CHECK(prefix.placement == Placement::Prefix, dir,
+                   ": PEFT has no infix placement; save an infix with save_prefix instead");
   std::filesystem::create_directories(dir);
   const nlohmann::json config = {{"peft_type", "PREFIX_TUNING"},
                                  {"task_type", "CAUSAL_LM"},
@@ -114,7 +120,23 @@ DirectPrefix<T, Device> load_prefix(const std::string& path, const Gpt2Config& c
   PREFIXTUNE_CHECK(file.has("prefix.table"), path, ": no 'prefix.table' tensor (not a prefixtune prefix file)");
   auto table = file.load<T>("prefix.table", true);
   detail::check_prefix_table(table, c, path);
-  return DirectPrefix<T, Device>{Var<T, Device>(table.template to<Device>(), true, "prefix.table")};
+  DirectPrefix<T, Device> prefix{Var<T, Device>(table.template to<Device>(), true, "prefix.table")};
+  const auto& meta = file.metadata();
+  if (const auto it = meta.find("placement"); it != meta.end()) {
+    PREFIXTUNE_CHECK(it->second == "infix" || it->second == "prefix", path, ": metadata 'placement' is '", it->second,
+                     "', expected \"prefix\" or \"infix\"");
+    if (it->second == "infix") prefix.placement = Placement::Infix;
+  }
+  if (const auto it = meta.find("position_offset"); it != meta.end()) {
+    std::int64_t v = -1;
+    const auto [end, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), v);
+    PREFIXTUNE_CHECK(ec == std::errc() && end == it->second.data() + it->second.size() && v >= 0 && v < c.n_positions &&
+                         prefix.placement == Placement::Prefix,
+                     path, ": metadata 'position_offset' '", it->second, "' is not a position in [0, ", c.n_positions,
+                     ") of a prefix");
+    prefix.position_offset = v;
+  }
+  return prefix;
 }
 
 }  // namespace prefixtune

@@ -43,7 +43,7 @@ struct TrainConfig {
   std::string checkpoint_path;        // where training checkpoints go ("" = none)
   std::int64_t checkpoint_every = 0;  // steps between checkpoints; 0: at the end of every epoch
   bool resume = false;                // continue from checkpoint_path when it exists
-  std::int64_t stop_after = 0;        // > 0: return after this step (a time budget; the schedule is unchanged)
+  std::int64_t stop_after = 0;        // > 0: return after this step, checkpointed (the schedule is unchanged)
   NonFinitePolicy on_nonfinite = NonFinitePolicy::Stop;  // a NaN/Inf loss or gradient
 
   void validate() const {
@@ -68,32 +68,71 @@ struct TrainResult {
   std::vector<double> losses;  // training loss of every step run in this call
   double best_valid_loss = std::numeric_limits<double>::infinity();
   std::int64_t best_step = -1;
-  DirectPrefix<T, Device> best_prefix;      // merged at the best validation step (or at the end without validation)
+  DirectPrefix<T, Device> best_prefix;      // merged at the best validation step (or at the end without validation);
+                                            // undefined for full fine-tuning (the model itself is trained)
   std::int64_t steps = 0;                   // the step count reached
   std::vector<std::int64_t> skipped_steps;  // steps (1-based, as TrainProgress::step) left out as non-finite
 };
 
-/// The summed negative log-likelihood (natural log) of every example's target tokens and their count, in order,
-/// with the prefix `table` (P, 2*L*C) (undefined: the bare model); no gradient. on_batch(done) follows progress.
+namespace detail {
+
+/// Per row, the first position that carries a label (T when none does): where an infix goes.
+inline Tensor<std::int32_t, Cpu> first_labelled(const TokenBatch& batch) {
+  const std::int64_t B = batch.targets.size(0), T = batch.targets.size(1);
+  auto from = Tensor<std::int32_t, Cpu>::full({B}, static_cast<std::int32_t>(T));
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t t = 0; t < T; ++t)
+      if (batch.targets(b, t) != kIgnoreLabel) {
+        from(b) = static_cast<std::int32_t>(t);
+        break;
+      }
+  return from;
+}
+
+/// Places kv for `batch`: an infix sits right before each row's first labelled position (the separator that
+/// predicts the first target token), so [X, infix, <eot>, Y]; a prefix is seen by everything.
 template <class T, class Device>
-std::vector<std::pair<double, std::int64_t>> score_examples(const Gpt2<T, Device>& model, const Var<T, Device>& table,
+void place_prefix(PrefixKv<T, Device>& kv, Placement placement, const TokenBatch& batch) {
+  if (placement == Placement::Infix && !kv.empty()) kv.visible_from = first_labelled(batch);
+}
+
+template <class T, class Device>
+Placement placement_of(const DirectPrefix<T, Device>& p) {
+  return p.placement;
+}
+template <class M>
+Placement placement_of(const M& m) {
+  return m.config.placement;
+}
+
+}  // namespace detail
+
+/// The summed negative log-likelihood (natural log) of every example's target tokens and their count, in order,
+/// with `prefix` (its table undefined: the bare model) at its placement and position offset; no gradient.
+/// on_batch(done) follows progress.
+template <class T, class Device>
+std::vector<std::pair<double, std::int64_t>> score_examples(const Gpt2<T, Device>& model,
+                                                            const DirectPrefix<T, Device>& prefix,
                                                             const std::vector<Example>& data, std::int64_t batch_size,
-                                                            std::int64_t position_offset,
                                                             const std::function<void(std::size_t)>& on_batch = {}) {
   PREFIXTUNE_CHECK(batch_size >= 1, "score_examples: batch_size must be >= 1, got ", batch_size);
   NoGradGuard no_grad;
   std::vector<std::size_t> order(data.size());
   for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  const bool has_prefix = prefix.table.defined();
+  const std::int64_t offset = has_prefix ? prefix.offset() : 0;
   std::vector<std::pair<double, std::int64_t>> out;
   for (std::size_t b = 0; b < data.size(); b += static_cast<std::size_t>(batch_size)) {
     const std::size_t e = std::min(data.size(), b + static_cast<std::size_t>(batch_size));
     const TokenBatch batch = make_batch(data, order, b, e, 0);
     Tape<T, Device> tape;
     PrefixKv<T, Device> kv;
-    if (table.defined()) kv = prefix_kv_from_table(tape, table, model.config.n_layer, model.config.n_head);
+    if (has_prefix) {
+      kv = prefix_kv_from_table(tape, prefix.table, model.config.n_layer, model.config.n_head);
+      detail::place_prefix(kv, prefix.placement, batch);
+    }
     const auto targets = batch.targets.template to<Device>();
-    auto h = gpt2_hidden(tape, model, batch.ids.template to<Device>(), batch.mask.template to<Device>(), kv,
-                         position_offset);
+    auto h = gpt2_hidden(tape, model, batch.ids.template to<Device>(), batch.mask.template to<Device>(), kv, offset);
     const auto losses =
         cross_entropy_per_position(h.value(), detail::value_of(model.head()), targets).template to<Cpu>();
     for (std::int64_t r = 0; r < batch.ids.size(0); ++r) {
@@ -111,15 +150,33 @@ std::vector<std::pair<double, std::int64_t>> score_examples(const Gpt2<T, Device
   return out;
 }
 
+/// score_examples with a prefix `table` (P, 2*L*C) (undefined: the bare model) placed before the sequence, real
+/// tokens from position_offset.
+template <class T, class Device>
+std::vector<std::pair<double, std::int64_t>> score_examples(const Gpt2<T, Device>& model, const Var<T, Device>& table,
+                                                            const std::vector<Example>& data, std::int64_t batch_size,
+                                                            std::int64_t position_offset,
+                                                            const std::function<void(std::size_t)>& on_batch = {}) {
+  return score_examples(model, DirectPrefix<T, Device>{table, Placement::Prefix, position_offset}, data, batch_size,
+                        on_batch);
+}
+
 /// Mean over examples of the summed negative log-likelihood of their target tokens (the paper's objective), with
-/// the prefix `table` (P, 2*L*C) (undefined: no prefix); no gradient.
+/// `prefix` at its placement (table undefined: no prefix); no gradient.
+template <class T, class Device>
+double evaluate_prefix(const Gpt2<T, Device>& model, const DirectPrefix<T, Device>& prefix,
+                       const std::vector<Example>& data, std::int64_t batch_size) {
+  PREFIXTUNE_CHECK(!data.empty(), "evaluate_prefix: no examples");
+  double total = 0;
+  for (const auto& s : score_examples(model, prefix, data, batch_size)) total += s.first;
+  return total / static_cast<double>(data.size());
+}
+
+/// evaluate_prefix with a prefix `table` (P, 2*L*C) (undefined: no prefix) and real tokens from position_offset.
 template <class T, class Device>
 double evaluate_prefix(const Gpt2<T, Device>& model, const Var<T, Device>& table, const std::vector<Example>& data,
                        std::int64_t batch_size, std::int64_t position_offset) {
-  PREFIXTUNE_CHECK(!data.empty(), "evaluate_prefix: no examples");
-  double total = 0;
-  for (const auto& s : score_examples(model, table, data, batch_size, position_offset)) total += s.first;
-  return total / static_cast<double>(data.size());
+  return evaluate_prefix(model, DirectPrefix<T, Device>{table, Placement::Prefix, position_offset}, data, batch_size);
 }
 
 namespace detail {
@@ -137,25 +194,21 @@ std::string first_nonfinite_grad(const std::vector<Var<T, Device>>& params) {
 inline const char* kCheckpointFormat = "prefixtune.checkpoint";
 
 template <class T, class Device>
-void save_checkpoint(const std::string& path, const PrefixEncoder<T, Device>& enc, const AdamW<T, Device>& opt,
+void save_checkpoint(const std::string& path, const std::vector<Var<T, Device>>& params, const AdamW<T, Device>& opt,
                      std::int64_t step, std::uint64_t seed) {
   SafeTensorsWriter w;
-  const auto params = enc.parameters();
   constexpr DType dtype = std::is_same_v<T, double> ? DType::F64 : DType::F32;
   for (const auto& p : params) w.add(p.name(), p.value().template to<Cpu>(), dtype);
   opt.save_state(w, "optim.");
   w.add_metadata("format", kCheckpointFormat);
   w.add_metadata("step", std::to_string(step));
   w.add_metadata("seed", std::to_string(seed));
-  w.add_metadata("prefix.length", std::to_string(enc.config.length));
-  w.add_metadata("prefix.mid", std::to_string(enc.config.mid));
-  w.add_metadata("prefix.position_offset", std::to_string(enc.config.position_offset));
   w.write(path);
 }
 
-/// Loads encoder weights and optimizer state into the given (same-shaped) objects; returns the step.
+/// Loads the trained weights and the optimizer state into the given (same-shaped) objects; returns the step.
 template <class T, class Device>
-std::int64_t load_checkpoint(const std::string& path, const PrefixEncoder<T, Device>& enc, AdamW<T, Device>& opt,
+std::int64_t load_checkpoint(const std::string& path, const std::vector<Var<T, Device>>& params, AdamW<T, Device>& opt,
                              std::uint64_t seed) {
   const SafeTensorsFile f = SafeTensorsFile::open(path);
   const auto& meta = f.metadata();
@@ -173,9 +226,8 @@ std::int64_t load_checkpoint(const std::string& path, const PrefixEncoder<T, Dev
   PREFIXTUNE_CHECK(ec == std::errc() && end == step.data() + step.size() && step_value >= 0, path,
                    ": checkpoint metadata 'step' must be a non-negative integer, got '", step, "'");
   std::vector<Tensor<T, Cpu>> values;  // every weight read and checked before anything is changed
-  for (const auto& p : enc.parameters()) values.push_back(f.load<T>(p.name(), p.shape(), true));
+  for (const auto& p : params) values.push_back(f.load<T>(p.name(), p.shape(), true));
   opt.load_state(f, "optim.");
-  const auto params = enc.parameters();
   for (std::size_t i = 0; i < params.size(); ++i) {
     Tensor<T, Device> value = params[i].value();
     value.copy_from(values[i]);
@@ -185,29 +237,38 @@ std::int64_t load_checkpoint(const std::string& path, const PrefixEncoder<T, Dev
 
 }  // namespace detail
 
-/// Trains `encoder` (the only trainable weights) on `train` against the frozen `model`; validates on `valid`
-/// (may be empty). `on_progress` is called after every step.
+namespace detail {
+
+/// What train_loop asks of the thing being trained.
 template <class T, class Device>
-TrainResult<T, Device> train_prefix(const Gpt2<T, Device>& model, PrefixEncoder<T, Device>& encoder,
-                                    const std::vector<Example>& train, const std::vector<Example>& valid,
-                                    const TrainConfig& cfg,
-                                    const std::function<void(const TrainProgress&)>& on_progress = {}) {
+struct TrainHooks {
+  std::vector<Var<T, Device>> params;  // the trainable weights (named: checkpoints store them by name)
+  std::function<Var<T, Device>(Tape<T, Device>&, const TokenBatch&, Rng& dropout_rng)> loss;  // of one batch
+  std::function<double()> validate;  // the validation loss, or empty (no validation set)
+  std::function<void()> keep_best;   // after a validation that improved (or once at the end without one)
+};
+
+/// The training loop every trainer shares: epochs of seeded shuffled batches, AdamW with linear warmup/decay,
+/// clipping, non-finite handling, validation keeping the best, checkpoints that resume bit for bit.
+template <class T, class Device>
+TrainResult<T, Device> train_loop(const TrainHooks<T, Device>& hooks, const std::vector<Example>& train,
+                                  const TrainConfig& cfg,
+                                  const std::function<void(const TrainProgress&)>& on_progress) {
   cfg.validate();
   PREFIXTUNE_CHECK(!train.empty(), "train: the training set is empty");
   const auto n = static_cast<std::int64_t>(train.size());
   const std::int64_t per_epoch = (n + cfg.batch_size - 1) / cfg.batch_size;
   const std::int64_t total = cfg.max_steps > 0 ? cfg.max_steps : cfg.epochs * per_epoch;
-  const std::int64_t offset = encoder.config.offset();
   AdamWConfig oc;
   oc.lr = cfg.lr;
   oc.weight_decay = cfg.weight_decay;
-  AdamW<T, Device> opt(encoder.parameters(), oc);
+  AdamW<T, Device> opt(hooks.params, oc);
   const LinearSchedule schedule{cfg.lr, cfg.warmup_steps, total};
   TrainResult<T, Device> result;
   std::int64_t step = 0;
   if (!cfg.checkpoint_path.empty()) remove_stale_temp_files(cfg.checkpoint_path);  // left by a killed run
   if (cfg.resume && !cfg.checkpoint_path.empty() && std::filesystem::exists(cfg.checkpoint_path))
-    step = detail::load_checkpoint(cfg.checkpoint_path, encoder, opt, cfg.seed);
+    step = load_checkpoint(cfg.checkpoint_path, hooks.params, opt, cfg.seed);
   const std::int64_t eval_every = cfg.eval_every > 0 ? cfg.eval_every : per_epoch;
   const std::int64_t ckpt_every = cfg.checkpoint_every > 0 ? cfg.checkpoint_every : per_epoch;
   std::vector<std::size_t> order;
@@ -223,10 +284,7 @@ TrainResult<T, Device> train_prefix(const Gpt2<T, Device>& model, PrefixEncoder<
     const TokenBatch batch = make_batch(train, order, b, std::min(train.size(), b + cfg.batch_size), 0);
     Rng dropout_rng(cfg.seed, 0x8000000000000000ull + static_cast<std::uint64_t>(step));
     Tape<T, Device> tape;
-    auto kv =
-        prefix_kv_from_table(tape, encoder.forward(tape, &dropout_rng), model.config.n_layer, model.config.n_head);
-    auto h = gpt2_hidden(tape, model, batch.ids.template to<Device>(), batch.mask.template to<Device>(), kv, offset);
-    auto loss = gpt2_loss(tape, model, h, batch.targets.template to<Device>(), Reduction::SumPerSequenceMeanBatch);
+    auto loss = hooks.loss(tape, batch, dropout_rng);
     const double loss_value = loss.value().item();
     std::string bad;  // what was not finite, for the message
     double norm = 0;
@@ -236,7 +294,7 @@ TrainResult<T, Device> train_prefix(const Gpt2<T, Device>& model, PrefixEncoder<
       tape.backward(loss);
       norm = cfg.max_grad_norm > 0 ? clip_grad_norm(opt.parameters(), cfg.max_grad_norm)
                                    : global_grad_norm(opt.parameters());
-      if (!std::isfinite(norm)) bad = "gradient of '" + detail::first_nonfinite_grad(opt.parameters()) + "'";
+      if (!std::isfinite(norm)) bad = "gradient of '" + first_nonfinite_grad(opt.parameters()) + "'";
     }
     if (bad.empty()) {
       opt.set_lr(schedule.lr_at(step));
@@ -253,23 +311,59 @@ TrainResult<T, Device> train_prefix(const Gpt2<T, Device>& model, PrefixEncoder<
     ++step;
     result.losses.push_back(loss_value);
     TrainProgress progress{step, total, epoch, loss_value, schedule.lr_at(step - 1), norm, std::nullopt, !bad.empty()};
-    if (!valid.empty() && (step % eval_every == 0 || step == total)) {
-      NoGradGuard no_grad;
-      Tape<T, Device> t;
-      const double v = evaluate_prefix(model, encoder.forward(t), valid, cfg.batch_size, offset);
+    if (hooks.validate && (step % eval_every == 0 || step == total)) {
+      const double v = hooks.validate();
       progress.valid_loss = v;
       if (v < result.best_valid_loss) {
         result.best_valid_loss = v;
         result.best_step = step;
-        result.best_prefix = merge(encoder);
+        if (hooks.keep_best) hooks.keep_best();
       }
     }
-    if (!cfg.checkpoint_path.empty() && (step % ckpt_every == 0 || step == total))
-      detail::save_checkpoint(cfg.checkpoint_path, encoder, opt, step, cfg.seed);
+    if (!cfg.checkpoint_path.empty() && (step % ckpt_every == 0 || step == total || step == cfg.stop_after))
+      save_checkpoint(cfg.checkpoint_path, hooks.params, opt, step, cfg.seed);
     if (on_progress) on_progress(progress);
   }
   result.steps = step;
-  if (valid.empty()) result.best_prefix = merge(encoder);
+  if (!hooks.validate && hooks.keep_best) hooks.keep_best();
+  return result;
+}
+
+}  // namespace detail
+
+/// The paper's objective on one batch (summed target NLL per sequence, mean over the batch) with `method`'s
+/// prefix at its placement: what a training step differentiates. dropout_rng null: no dropout.
+template <class T, class Device, class Param, class Method>
+Var<T, Device> prefix_batch_loss(Tape<T, Device>& tape, const Gpt2<T, Device, Param>& model, const Method& method,
+                                 const TokenBatch& batch, Rng* dropout_rng = nullptr) {
+  auto kv = method.prefix_kv(tape, model, dropout_rng);
+  detail::place_prefix(kv, detail::placement_of(method), batch);
+  auto h =
+      gpt2_hidden(tape, model, batch.ids.template to<Device>(), batch.mask.template to<Device>(), kv, method.offset());
+  return gpt2_loss(tape, model, h, batch.targets.template to<Device>(), Reduction::SumPerSequenceMeanBatch);
+}
+
+/// Trains `method` (its parameters are the only trainable weights) on `train` against the frozen `model`;
+/// validates on `valid` (may be empty). `method` is a PrefixEncoder (the paper's MLP, shallow or deep), a
+/// DirectPrefix, an EmbeddingPrefix, or anything with their members: parameters(), offset(), a placement
+/// (config.placement or placement), prefix_kv(tape, model, dropout_rng) and merged(model). An infix is placed
+/// right before each example's first labelled token. `on_progress` is called after every step.
+template <class T, class Device, class Method>
+TrainResult<T, Device> train_prefix(const Gpt2<T, Device>& model, Method& method, const std::vector<Example>& train,
+                                    const std::vector<Example>& valid, const TrainConfig& cfg,
+                                    const std::function<void(const TrainProgress&)>& on_progress = {}) {
+  TrainResult<T, Device> result;
+  detail::TrainHooks<T, Device> hooks;
+  hooks.params = method.parameters();
+  hooks.loss = [&](Tape<T, Device>& tape, const TokenBatch& batch, Rng& dropout_rng) {
+    return prefix_batch_loss(tape, model, method, batch, &dropout_rng);
+  };
+  DirectPrefix<T, Device> best;
+  if (!valid.empty())
+    hooks.validate = [&] { return evaluate_prefix(model, method.merged(model), valid, cfg.batch_size); };
+  hooks.keep_best = [&] { best = method.merged(model); };
+  result = detail::train_loop(hooks, train, cfg, on_progress);
+  result.best_prefix = best;
   return result;
 }
 

@@ -19,8 +19,11 @@
 namespace prefixtune::detail {
 
 /// Sizes of one attention call. Bp is the prefix batch: 1 = one prefix shared by every row, or B.
+/// prefix_from (B int32 on the kernel's device, or null): query t of row b sees the prefix slots only when
+/// t >= prefix_from[b] (an infix placed before token prefix_from[b]); null: every query sees them.
 struct AttentionDims {
   std::int64_t B = 0, T = 0, C = 0, NH = 0, HS = 0, P = 0, Bp = 1;
+  const std::int32_t* prefix_from = nullptr;
   std::int64_t L() const { return P + T; }  // key columns per query row: P prefix slots, then T tokens
 };
 
@@ -50,31 +53,36 @@ void attention_exp_shifted(T* x, std::int64_t n, T shift, T min_value) {
 }
 
 /// One score row s (P + T columns) of query t, in place: the masked, max-shifted softmax. Visible: the P prefix
-/// columns, and token columns P + j for j <= t with m[j] != 0 (m may be null: no padding). Hidden columns
-/// become exactly 0; those right of the causal edge are never read (they may hold garbage). A row with nothing
-/// visible becomes all zeros. The sum is accumulated in double.
+/// columns (unless prefix_visible is false: an infix not yet reached), and token columns P + j for j <= t with
+/// m[j] != 0 (m may be null: no padding). Hidden columns become exactly 0; those right of the causal edge are
+/// never read (they may hold garbage). A row with nothing visible becomes all zeros. The sum is accumulated in
+/// double.
 template <class T>
-void attention_softmax_row(T* s, const std::uint8_t* m, std::int64_t P, std::int64_t t, std::int64_t L) {
+void attention_softmax_row(T* s, const std::uint8_t* m, std::int64_t P, std::int64_t t, std::int64_t L,
+                           bool prefix_visible = true) {
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
   const std::int64_t end = P + t + 1;  // columns >= end: causally hidden
   if (m)
     for (std::int64_t j = 0; j <= t; ++j)
       if (!m[j]) s[P + j] = kNegInf;
+  if (!prefix_visible) std::fill(s, s + P, kNegInf);
   T mx = kNegInf;
   for (std::int64_t j = 0; j < end; ++j) mx = s[j] > mx ? s[j] : mx;
-  if (mx == kNegInf) {  // nothing visible (only possible with P == 0)
+  if (mx == kNegInf) {  // nothing visible
     std::fill(s, s + L, T(0));
     return;
   }
-  if (m)  // padded keys take the max so the exp below stays in range; they are zeroed right after
+  if (m)  // hidden keys take the max so the exp below stays in range; they are zeroed right after
     for (std::int64_t j = 0; j <= t; ++j)
       if (!m[j]) s[P + j] = mx;
+  if (!prefix_visible) std::fill(s, s + P, mx);
   T mn = mx;
   for (std::int64_t j = 0; j < end; ++j) mn = s[j] < mn ? s[j] : mn;
   attention_exp_shifted(s, end, mx, mn);
   if (m)
     for (std::int64_t j = 0; j <= t; ++j)
       if (!m[j]) s[P + j] = T(0);
+  if (!prefix_visible) std::fill(s, s + P, T(0));
   const T inv = static_cast<T>(1.0 / sum_double(s, end));
   for (std::int64_t j = 0; j < end; ++j) s[j] *= inv;
   std::fill(s + end, s + L, T(0));
@@ -157,7 +165,8 @@ void attention_forward_kernel(Cpu, const AttentionDims& d, const T* qkv, const T
       if (P > 0) gemm(Cpu{}, Trans::N, Trans::T, Tn, P, HS, scale, q, 3 * C, prefix_k + pre, HS, T(0), s, L);
       attention_causal_abt(Tn, HS, scale, q, 3 * C, q + C, 3 * C, s + P, L);
       const std::uint8_t* m = mask ? mask + b * Tn : nullptr;
-      for (std::int64_t t = 0; t < Tn; ++t) attention_softmax_row(s + t * L, m, P, t, L);
+      const std::int64_t from = d.prefix_from ? d.prefix_from[b] : 0;
+      for (std::int64_t t = 0; t < Tn; ++t) attention_softmax_row(s + t * L, m, P, t, L, t >= from);
       // out (this head's channels) = probs @ [prefix_v; v].
       T* o = out + b * Tn * C + h * HS;
       if (P > 0) gemm(Cpu{}, Trans::N, Trans::N, Tn, HS, P, T(1), s, L, prefix_v + pre, HS, T(0), o, C);

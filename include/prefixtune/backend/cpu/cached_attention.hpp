@@ -16,10 +16,11 @@
 namespace prefixtune::detail {
 
 /// One row of a cached-attention call: `count` new tokens packed at token index `first` of qkv/out, appended to
-/// cache slot `slot` after the `past` tokens it holds; its prefix K/V (NH, prefix_len, HS) or null.
+/// cache slot `slot` after the `past` tokens it holds; its prefix K/V (NH, prefix_len, HS) or null. Only tokens
+/// at slot index >= prefix_from see the prefix (0: all; larger for an infix).
 template <class T>
 struct CachedAttentionRow {
-  std::int64_t slot = 0, past = 0, count = 0, first = 0, prefix_len = 0;
+  std::int64_t slot = 0, past = 0, count = 0, first = 0, prefix_len = 0, prefix_from = 0;
   const T* prefix_k = nullptr;
   const T* prefix_v = nullptr;
 };
@@ -71,7 +72,8 @@ void cached_attention_kernel(Cpu, const CachedAttentionDims& d, const CachedAtte
       const T* v = slot_head(cache_v, w.slot, h);
       if (P > 0) gemm(Cpu{}, Trans::N, Trans::T, n, P, HS, scale, q, 3 * C, w.prefix_k + h * P * HS, HS, T(0), s, L);
       gemm(Cpu{}, Trans::N, Trans::T, n, keys, HS, scale, q, 3 * C, k, HS, T(0), s + P, L);
-      for (std::int64_t j = 0; j < n; ++j) attention_softmax_row(s + j * L, nullptr, P, w.past + j, L);
+      for (std::int64_t j = 0; j < n; ++j)
+        attention_softmax_row(s + j * L, nullptr, P, w.past + j, L, w.past + j >= w.prefix_from);
       T* o = out + w.first * C + h * HS;
       T beta = T(0);
       if (P > 0) {

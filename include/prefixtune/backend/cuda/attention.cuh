@@ -67,16 +67,18 @@ void cuda_prefix_gemm(const AttentionDims& d, Trans ta, Trans tb, std::int64_t m
 template <class T>
 void cuda_attention_softmax(const AttentionDims& d, T* s, const std::uint8_t* mask) {
   const std::int64_t Tn = d.T, NH = d.NH, P = d.P, L = d.L();
+  const std::int32_t* from = d.prefix_from;
   cuda_for_rows("attention softmax", d.B * NH * Tn, [=] __device__(std::int64_t row) {
     const std::int64_t t = row % Tn, b = row / (Tn * NH), end = P + t + 1;
     T* sr = s + row * L;
     const std::uint8_t* m = mask ? mask + b * Tn : nullptr;
-    auto visible = [&](std::int64_t j) { return j < P || (j < end && (!m || m[j - P])); };
+    const bool prefix_visible = !from || t >= from[b];
+    auto visible = [&](std::int64_t j) { return j < P ? prefix_visible : (j < end && (!m || m[j - P])); };
     T mx = -INFINITY;
     for (std::int64_t j = threadIdx.x; j < end; j += blockDim.x)
       if (visible(j)) mx = sr[j] > mx ? sr[j] : mx;
     mx = block_max(mx);
-    if (mx == T(-INFINITY)) {  // nothing visible (P == 0 and every key so far padded)
+    if (mx == T(-INFINITY)) {  // nothing visible (no prefix in view and every key so far padded)
       for (std::int64_t j = threadIdx.x; j < L; j += blockDim.x) sr[j] = T(0);
       return;
     }

@@ -46,6 +46,7 @@ __global__ void cached_attention_decode(CachedAttentionDims d, CachedRowsParam<T
   const std::int64_t j = blockIdx.x, h = blockIdx.y, NH = d.NH, HS = d.HS, C = NH * HS, cap = d.capacity;
   if (j >= w.count) return;  // the whole block leaves together
   const std::int64_t i = w.first + j, P = w.prefix_len, keys = w.past + j + 1, L = P + keys;
+  const bool prefix_visible = w.past + j >= w.prefix_from;
   T* q = reinterpret_cast<T*>(smem);  // HS query values, then L scores
   T* s = q + HS;
   for (std::int64_t e = threadIdx.x; e < HS; e += blockDim.x) q[e] = qkv[i * 3 * C + h * HS + e];
@@ -57,7 +58,7 @@ __global__ void cached_attention_decode(CachedAttentionDims d, CachedRowsParam<T
     const T* key = c < P ? w.prefix_k + (h * P + c) * HS : kh + (c - P) * HS;
     T dot = 0;
     for (std::int64_t e = 0; e < HS; ++e) dot += q[e] * key[e];
-    s[c] = dot * scale;
+    s[c] = c < P && !prefix_visible ? T(-INFINITY) : dot * scale;  // an infix not reached yet: hidden
     mx = s[c] > mx ? s[c] : mx;
   }
   mx = block_max(mx);

@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: MIT
+// Helpers of the PyTorch parity tests (tests/reference/*.py outputs): the norm-wise relative error, id casts,
+// and the reference's PEFT prefix encoder read into ours.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "prefixtune/io/safetensors.hpp"
+#include "prefixtune/prefix/prefix.hpp"
+
+namespace prefixtune::test {
+
+// max |a - ref| / max |ref|: the norm-wise relative error used for every parity check.
+template <class A, class R>
+double rel_err(const Tensor<A>& a, const Tensor<R>& ref) {
+  REQUIRE(a.numel() == ref.numel());
+  const auto av = a.to_vector();
+  const auto rv = ref.to_vector();
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < av.size(); ++i) {
+    num = std::max(num, std::abs(double(av[i]) - double(rv[i])));
+    den = std::max(den, std::abs(double(rv[i])));
+  }
+  return num / std::max(den, 1e-30);
+}
+
+inline Tensor<float> transpose2d(const Tensor<float>& t) {
+  auto out = Tensor<float>::empty({t.size(1), t.size(0)});
+  for (std::int64_t i = 0; i < t.size(0); ++i)
+    for (std::int64_t j = 0; j < t.size(1); ++j) out(j, i) = t(i, j);
+  return out;
+}
+
+template <class T>
+Tensor<T> cast_ids(const Tensor<std::int64_t>& t) {
+  auto out = Tensor<T>::empty(t.shape());
+  for (std::int64_t i = 0; i < t.numel(); ++i) out.data()[i] = static_cast<T>(t.data()[i]);
+  return out;
+}
+
+// The reference's PEFT encoder (nn.Linear weights are [out, in]; ours [in, out]).
+inline PrefixEncoder<float> reference_encoder(const SafeTensorsFile& f, const Gpt2Config& c) {
+  PrefixEncoder<float> e;
+  e.n_layer = c.n_layer;
+  e.n_embd = c.n_embd;
+  e.embedding = Var<float>(f.load<float>("prefix_encoder.embedding.weight"), true);
+  e.w1 = Var<float>(transpose2d(f.load<float>("prefix_encoder.transform.0.weight")), true);
+  e.b1 = Var<float>(f.load<float>("prefix_encoder.transform.0.bias"), true);
+  e.w2 = Var<float>(transpose2d(f.load<float>("prefix_encoder.transform.2.weight")), true);
+  e.b2 = Var<float>(f.load<float>("prefix_encoder.transform.2.bias"), true);
+  e.config.length = e.embedding.shape()[0];
+  e.config.mid = e.w1.shape()[1];
+  return e;
+}
+
+}  // namespace prefixtune::test
