@@ -7,18 +7,15 @@
 namespace prefixtune_cli {
 
 int cmd_score_cuda(const std::string& model_dir, const std::string& prefix_path, const std::string& data,
-                   std::int64_t batch_size) {
-  return cmd_score<Cuda>(model_dir, prefix_path, data, batch_size);
+                   std::int64_t batch_size, const std::string& instruction) {
+  return cmd_score<Cuda>(model_dir, prefix_path, data, batch_size, instruction);
 }
 
-int cmd_train_cuda(const std::string& model_dir, const std::string& train_path, const std::string& valid_path,
-                   const std::string& out, const PrefixConfig& pc, const TrainConfig& cfg, std::size_t max_length) {
-  return cmd_train<Cuda>(model_dir, train_path, valid_path, out, pc, cfg, max_length);
-}
+int cmd_train_cuda(const TrainOptions& options) { return cmd_train<Cuda>(options); }
 
 int cmd_generate_cuda(const std::string& model_dir, const std::string& prefix_path, GenerateConfig cfg,
-                      std::int64_t batch_size) {
-  return cmd_generate<Cuda>(model_dir, prefix_path, cfg, batch_size);
+                      std::int64_t batch_size, const std::string& instruction) {
+  return cmd_generate<Cuda>(model_dir, prefix_path, cfg, batch_size, instruction);
 }
 
 }  // namespace prefixtune_cli

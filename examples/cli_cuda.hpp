@@ -12,11 +12,10 @@ namespace prefixtune_cli {
 
 #if defined(PREFIXTUNE_CLI_WITH_CUDA)
 int cmd_score_cuda(const std::string& model_dir, const std::string& prefix_path, const std::string& data,
-                   std::int64_t batch_size);
-int cmd_train_cuda(const std::string& model_dir, const std::string& train_path, const std::string& valid_path,
-                   const std::string& out, const PrefixConfig& pc, const TrainConfig& cfg, std::size_t max_length);
+                   std::int64_t batch_size, const std::string& instruction);
+int cmd_train_cuda(const TrainOptions& options);
 int cmd_generate_cuda(const std::string& model_dir, const std::string& prefix_path, GenerateConfig cfg,
-                      std::int64_t batch_size);
+                      std::int64_t batch_size, const std::string& instruction);
 #else
 [[noreturn]] inline void no_cuda() {
   PREFIXTUNE_FAIL(

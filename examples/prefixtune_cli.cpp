@@ -76,7 +76,7 @@ int cmd_inspect(const std::string& path) {
 int main(int argc, char** argv) {
   CLI::App app{"prefixtune: prefix-tuning of frozen GPT-2 models (Li & Liang 2021)"};
   app.require_subcommand(1);
-  std::string model, prefix, data, train, valid, out, device = "cpu";
+  std::string model, prefix, data, out, device = "cpu";
   std::int64_t batch = 8;
   const auto device_option = [&](CLI::App* cmd) {
     cmd->add_option("--device", device, "cpu, or cuda (an NVIDIA GPU; needs a build with PREFIXTUNE_ENABLE_CUDA)")
@@ -92,29 +92,58 @@ int main(int argc, char** argv) {
   score->add_option("--prefix", prefix, "prefix file or PEFT adapter folder (none: the bare model)");
   score->add_option("--data", data, "E2E 'source||target' lines or JSON lines")->required();
   score->add_option("--batch-size", batch, "examples per forward pass")->check(CLI::PositiveNumber);
+  std::string instruction;
+  const char* instruction_help = "text put before every source (the paper's discrete-prompting baseline)";
+  score->add_option("--instruction", instruction, instruction_help);
   device_option(score);
 
-  PrefixConfig pc;
-  TrainConfig cfg;
-  std::size_t max_length = 0;
-  auto* tr = app.add_subcommand("train", "prefix-tune a frozen model; saves the best validated (merged) prefix");
-  tr->add_option("--model", model, "HuggingFace GPT-2 folder")->required();
-  tr->add_option("--train", train, "training data (E2E lines or JSON lines)")->required();
-  tr->add_option("--valid", valid, "validation data");
-  tr->add_option("--out", out, "where the merged prefix goes (safetensors)")->required();
+  TrainOptions topt;
+  PrefixConfig& pc = topt.pc;
+  TrainConfig& cfg = topt.cfg;
+  bool low_data = false;
+  auto* tr = app.add_subcommand("train",
+                                "prefix-tune a frozen model (or a variant / baseline, --method); saves the best "
+                                "validated (merged) prefix");
+  tr->add_option("--model", topt.model_dir, "HuggingFace GPT-2 folder")->required();
+  tr->add_option("--train", topt.train_path, "training data (E2E lines or JSON lines)")->required();
+  tr->add_option("--valid", topt.valid_path, "validation data");
+  tr->add_option("--out", topt.out, "where the merged prefix goes (safetensors); a model folder for full, ft-top2")
+      ->required();
+  tr->add_option("--method", topt.method,
+                 "mlp (the paper: MLP-reparameterized prefix), deep (a second MLP layer), direct (the table itself), "
+                 "emb / emb-mlp (embedding-only: P input embeddings, optionally through an MLP), full / ft-top2 "
+                 "(fine-tune every weight / the top 2 blocks)")
+      ->check(CLI::IsMember({"mlp", "deep", "direct", "emb", "emb-mlp", "full", "ft-top2"}))
+      ->capture_default_str();
+  tr->add_flag_function(
+      "--infix", [&](std::int64_t) { pc.placement = Placement::Infix; },
+      "place the trained vectors between source and target ([X, infix, Y]) instead of before everything");
+  tr->add_option("--init", topt.init,
+                 "random (N(0,1) table / PyTorch MLP init), uniform (U(0,1), direct only), or words (the K/V of "
+                 "--init-words; an MLP is pre-fit to them by MSE)")
+      ->check(CLI::IsMember({"random", "uniform", "words"}))
+      ->capture_default_str();
+  tr->add_option("--init-words", topt.init_words, "the text for --init words, e.g. ' table-to-text:' (P = its tokens)");
+  tr->add_option("--prefit-steps", topt.prefit_steps, "Adam steps of the MSE pre-fit")->capture_default_str();
+  tr->add_option("--prefit-lr", topt.prefit_lr, "learning rate of the MSE pre-fit")->capture_default_str();
+  tr->add_flag(
+      "--low-data", low_data,
+      "the paper's low-data schedule: --max-steps 400 with --warmup-steps 100 (a quarter of the steps) unless given");
   tr->add_option("--prefix-length", pc.length, "P, prefix slots per layer")->capture_default_str();
   tr->add_option("--mid", pc.mid, "width of the reparameterization MLP")->capture_default_str();
   tr->add_option("--prefix-dropout", pc.dropout, "dropout on the MLP output")->capture_default_str();
   tr->add_option("--epochs", cfg.epochs)->capture_default_str();
   tr->add_option("--batch-size", cfg.batch_size)->capture_default_str();
   tr->add_option("--lr", cfg.lr, "AdamW learning rate")->capture_default_str();
-  tr->add_option("--warmup-steps", cfg.warmup_steps)->capture_default_str();
-  tr->add_option("--max-steps", cfg.max_steps, "schedule length instead of epochs (0: epochs)")->capture_default_str();
+  auto* warmup_opt = tr->add_option("--warmup-steps", cfg.warmup_steps)->capture_default_str();
+  auto* max_steps_opt = tr->add_option("--max-steps", cfg.max_steps, "schedule length instead of epochs (0: epochs)")
+                            ->capture_default_str();
   tr->add_option("--weight-decay", cfg.weight_decay)->capture_default_str();
   tr->add_option("--max-grad-norm", cfg.max_grad_norm)->capture_default_str();
   tr->add_option("--eval-every", cfg.eval_every, "validation every N steps (0: every epoch)")->capture_default_str();
   tr->add_option("--seed", cfg.seed)->capture_default_str();
-  tr->add_option("--max-length", max_length, "truncate sources so examples fit (0: no limit)")->capture_default_str();
+  tr->add_option("--max-length", topt.max_length, "truncate sources so examples fit (0: no limit)")
+      ->capture_default_str();
   tr->add_option("--checkpoint", cfg.checkpoint_path,
                  "training checkpoint file (replaced atomically: a killed run leaves the previous one whole)");
   tr->add_option("--checkpoint-every", cfg.checkpoint_every, "steps between checkpoints (0: every epoch)")
@@ -160,6 +189,7 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   gen->add_option("--length-penalty", gen_cfg.length_penalty, "beam score = log p / length^X")->capture_default_str();
   gen->add_option("--eos-id", gen_cfg.eos_id, "generation of a line ends at this token")->capture_default_str();
+  gen->add_option("--instruction", instruction, instruction_help);
   gen->add_option("--batch-size", gen_batch, "lines per generate call (one batch)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -178,14 +208,20 @@ int main(int argc, char** argv) {
   try {
     if (*tokenize) return cmd_tokenize(model);
     const bool cuda = device == "cuda";
-    if (*score) return cuda ? cmd_score_cuda(model, prefix, data, batch) : cmd_score<Cpu>(model, prefix, data, batch);
-    if (*tr)
-      return cuda ? cmd_train_cuda(model, train, valid, out, pc, cfg, max_length)
-                  : cmd_train<Cpu>(model, train, valid, out, pc, cfg, max_length);
+    if (*score)
+      return cuda ? cmd_score_cuda(model, prefix, data, batch, instruction)
+                  : cmd_score<Cpu>(model, prefix, data, batch, instruction);
+    if (*tr) {
+      if (low_data) {
+        if (max_steps_opt->count() == 0) cfg.max_steps = 400;
+        if (warmup_opt->count() == 0) cfg.warmup_steps = cfg.max_steps / 4;  // 100 of 400
+      }
+      return cuda ? cmd_train_cuda(topt) : cmd_train<Cpu>(topt);
+    }
     if (*gen) {
       gen_cfg.sample = temperature->count() + top_k->count() + top_p->count() + seed->count() > 0;
-      return cuda ? cmd_generate_cuda(model, prefix, gen_cfg, gen_batch)
-                  : cmd_generate<Cpu>(model, prefix, gen_cfg, gen_batch);
+      return cuda ? cmd_generate_cuda(model, prefix, gen_cfg, gen_batch, instruction)
+                  : cmd_generate<Cpu>(model, prefix, gen_cfg, gen_batch, instruction);
     }
     if (*exp) return cmd_export_peft(model, prefix, out);
     if (*inspect) return cmd_inspect(path);

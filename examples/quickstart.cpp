@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "example_options.hpp"
+#include "table_eval.hpp"
 
 using namespace prefixtune;
 namespace fs = std::filesystem;
@@ -75,29 +76,7 @@ bool parse(int argc, char** argv, Options& o) {
        {"--show", &o.shown}},
       {{"--lr", &o.lr}},
       {{"--seed", &o.seed}}};
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--smoke") continue;
-    if (a == "--help" || a == "-h" || i + 1 >= args.size()) {
-      usage(argv[0]);
-      return false;
-    }
-    const std::string& v = args[++i];
-    try {
-      if (!prefixtune_examples::set_option(targets, a, v)) {
-        std::fprintf(stderr, "unknown option '%s'\n", a.c_str());
-        usage(argv[0]);
-        return false;
-      }
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "%s\n", e.what());
-      return false;
-    }
-    if (auto n = targets.ints.find(a); n != targets.ints.end() && *n->second < 1) {
-      std::fprintf(stderr, "%s needs a positive integer, got '%s'\n", a.c_str(), v.c_str());
-      return false;
-    }
-  }
+  if (!prefixtune_examples::parse_options(args, targets, "--smoke", [&] { usage(argv[0]); })) return false;
   if (o.model.empty() == o.random_base.empty()) {
     std::fprintf(stderr, "give exactly one of --model and --random-base\n");
     usage(argv[0]);
@@ -106,65 +85,29 @@ bool parse(int argc, char** argv, Options& o) {
   return true;
 }
 
+using prefixtune_examples::references;
 using prefixtune_examples::seconds_since;
-
-/// The held-out tables of test.txt (one line per reference) with all their references, in file order.
-std::vector<std::pair<std::string, std::vector<std::string>>> test_tables(const std::string& path, std::size_t n) {
-  std::vector<std::pair<std::string, std::vector<std::string>>> tables;
-  std::map<std::string, std::size_t> index;
-  for (const TextPair& p : read_pairs(path)) {
-    auto [it, added] = index.emplace(p.source, tables.size());
-    if (added) {
-      if (tables.size() == n) break;
-      tables.push_back({p.source, {}});
-    }
-    tables[it->second].second.push_back(p.target);
-  }
-  return tables;
-}
+using prefixtune_examples::TableRefs;
 
 /// Beam-searched descriptions of every table with the prefix `prefix_index` of `bank` (or kNoPrefix).
 std::vector<std::string> describe(const Gpt2<float>& m, const Gpt2Tokenizer& tok, const PrefixBank<float>& bank,
-                                  std::int64_t prefix_index,
-                                  const std::vector<std::pair<std::string, std::vector<std::string>>>& tables,
-                                  const Options& o, const char* label) {
+                                  std::int64_t prefix_index, const std::vector<TableRefs>& tables, const Options& o,
+                                  const char* label) {
   GenerateConfig cfg;
   cfg.num_beams = o.beam;
   cfg.max_new_tokens = o.max_new_tokens;
   cfg.ban_ids = {198, 628};  // "\n" and "\n\n", as the paper's decoding does
-  std::vector<std::string> out;
   ProgressBar bar(static_cast<std::int64_t>(tables.size()), label);
-  for (const auto& [source, refs] : tables) {
-    const GenerationRequest r{encode_source_prompt(tok, source), prefix_index};
-    const auto g = generate(m, bank, {r}, cfg).at(0);
-    std::string text = tok.decode_lossy(g.ids);
-    const auto first = text.find_first_not_of(' ');
-    out.push_back(first == std::string::npos ? std::string() : text.substr(first));
-    bar.update(static_cast<std::int64_t>(out.size()));
-  }
+  auto out = prefixtune_examples::describe_tables(m, tok, bank, prefix_index, tables, cfg, {}, 1,
+                                                  [&](std::size_t n) { bar.update(static_cast<std::int64_t>(n)); });
   bar.finish();
   return out;
-}
-
-std::vector<std::vector<std::string>> references(
-    const std::vector<std::pair<std::string, std::vector<std::string>>>& tables) {
-  std::vector<std::vector<std::string>> refs;
-  for (const auto& t : tables) refs.push_back(t.second);
-  return refs;
-}
-
-/// A random 2-layer GPT-2 with GPT-2's vocabulary size (for smoke tests: no pretrained weights needed).
-Gpt2<float> random_base(std::uint64_t seed) {
-  Gpt2Config c;
-  c.n_layer = 2, c.n_head = 2, c.n_embd = 32, c.n_positions = 128;
-  Rng rng(seed);
-  return random_gpt2<float>(c, rng);
 }
 
 int run(const Options& o) {
   const auto t_start = std::chrono::steady_clock::now();
   const bool random = !o.random_base.empty();
-  const Gpt2<float> model = random ? random_base(o.seed) : load_gpt2<float>(o.model);
+  const Gpt2<float> model = random ? prefixtune_examples::random_base_model(o.seed) : load_gpt2<float>(o.model);
   const Gpt2Tokenizer tok = Gpt2Tokenizer::load_dir(random ? o.random_base : o.model);
   const Gpt2Config& c = model.config;
   std::printf("base model: %s (%lld layers, C=%lld, %lld heads, %lld positions, %.1fM parameters, frozen)\n",
@@ -182,7 +125,8 @@ int run(const Options& o) {
                                      max_length, LengthPolicy::TruncateSource);
   const auto valid = encode_examples(tok, take(read_pairs((fs::path(o.data) / "valid.txt").string()), o.valid_examples),
                                      max_length, LengthPolicy::TruncateSource);
-  const auto tables = test_tables((fs::path(o.data) / "test.txt").string(), static_cast<std::size_t>(o.test_tables));
+  const auto tables = prefixtune_examples::test_tables((fs::path(o.data) / "test.txt").string(),
+                                                       static_cast<std::size_t>(o.test_tables));
   std::printf("data: %zu training and %zu validation examples, %zu held-out tables (%s)\n", train.size(), valid.size(),
               tables.size(), o.data.c_str());
 

@@ -170,6 +170,94 @@ TEST_CASE("prefixtune command: tokenize, score, train, export-peft, inspect") {
   CHECK(run("train --help").output.find("--prefix-length") != std::string::npos);
 }
 
+TEST_CASE("prefixtune train: the paper's variants and baselines (--method, --infix, --init, --low-data)") {
+  TempDir dir;
+  const std::string model = make_model(dir);
+  const std::string data = dir.file("data.txt");
+  write_text_file_atomic(data,
+                         "name : Blue Spice | Type : pub||Blue Spice is a pub .\n"
+                         "name : Aromi | area : riverside||Aromi is by the riverside .\n"
+                         "name : Zizzi||Zizzi serves food .\n");
+  const std::string common = " --model " + model + " --train " + data + " --valid " + data +
+                             " --batch-size 2 --prefix-length 2 --mid 8 --lr 1e-2 --max-steps 4";
+  const Gpt2<float> m = load_gpt2<float>(model);
+  const Gpt2Tokenizer tok = Gpt2Tokenizer::load_dir(model);
+  const auto examples = encode_examples(tok, read_pairs(data));
+  struct Case {
+    std::string flags, expect;  // what the run prints
+    std::string words;          // --init-words: the prefix takes their token count (else P = 2)
+    Placement placement;
+  };
+  const std::vector<Case> cases = {
+      {"--method deep", "training a deep prefix", "", Placement::Prefix},
+      {"--method direct --init uniform", "training a direct prefix", "", Placement::Prefix},
+      {"--method emb-mlp", "training a emb-mlp prefix", "", Placement::Prefix},
+      {"--method mlp --infix", "training a mlp infix", "", Placement::Infix},
+      {"--method mlp --init words --prefit-steps 20", "pre-fit the MLP", " table-to-text:", Placement::Prefix},
+      {"--method emb --init words", "prefix takes the length", " summarize the table", Placement::Prefix},
+      {"--method direct --init words", "training a direct prefix", " elephant", Placement::Prefix}};
+  for (const Case& c : cases) {
+    const std::string words = c.words.empty() ? "" : " --init-words '" + c.words + "'";
+    const Run r = run("train" + common + " " + c.flags + words + " --out " + dir.file("v.safetensors"));
+    INFO(c.flags, "\n", r.output);
+    REQUIRE(r.status == 0);
+    CHECK(r.output.find(c.expect) != std::string::npos);
+    const auto p = load_prefix<float>(dir.file("v.safetensors"), m.config);
+    CHECK(p.length() == (c.words.empty() ? 2 : static_cast<std::int64_t>(tok.encode(c.words).size())));
+    CHECK(p.placement == c.placement);
+    // score reads the placement from the file: the same loss as the library computes for that prefix.
+    const Run s = run("score --model " + model + " --prefix " + dir.file("v.safetensors") + " --data " + data);
+    REQUIRE(s.status == 0);
+    const auto scores = json_lines(s.output);
+    REQUIRE(scores.size() == 3);
+    CHECK(scores[1]["loss"].get<double>() == doctest::Approx(evaluate_prefix(m, p, {examples[1]}, 1)).epsilon(1e-5));
+  }
+  // An infix prefix generates (the bank serves it as an infix) and equals the library's generation.
+  Run r = run("train" + common + " --infix --out " + dir.file("infix.safetensors"));
+  REQUIRE(r.status == 0);
+  write_text_file_atomic(dir.file("req.jsonl"), "{\"source\": \"name : Aromi\"}\n");
+  r = run("generate --model " + model + " --prefix " + dir.file("infix.safetensors") +
+          " --greedy --max-new-tokens 5 < " + dir.file("req.jsonl"));
+  REQUIRE(r.status == 0);
+  GenerateConfig gcfg;
+  gcfg.max_new_tokens = 5;
+  const auto lib = generate_alone(m, dir.file("infix.safetensors"), {source_prompt(tok, "name : Aromi")}, gcfg);
+  INFO(r.output);
+  const auto lines = json_lines(r.output);
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0]["ids"].get<std::vector<std::int32_t>>() == lib.at(0).ids);
+  CHECK(lib.at(0).ids.size() == 5);
+  // --low-data: 400 steps with 100 warmup unless given.
+  r = run("train --model " + model + " --train " + data + " --out " + dir.file("low.safetensors") +
+          " --prefix-length 1 --mid 4 --batch-size 3 --low-data --max-steps 3");
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  CHECK(r.output.find("3/3") != std::string::npos);
+  // The discrete-prompt baseline: --instruction before every source changes the score.
+  r = run("score --model " + model + " --data " + data + " --instruction ' Describe the table:'");
+  REQUIRE(r.status == 0);
+  const auto prompted = prepend_prompt(examples, tok.encode(" Describe the table:"));
+  CHECK(json_lines(r.output).at(0)["loss"].get<double>() ==
+        doctest::Approx(evaluate_prefix(m, DirectPrefix<float>(), {prompted[0]}, 1)).epsilon(1e-5));
+  // Full fine-tuning writes a model folder that loads and scores lower on its training data.
+  r = run("train --model " + model + " --train " + data + " --valid " + data +
+          " --batch-size 3 --method full --lr 1e-3 --max-steps 6 --out " + dir.file("ft"));
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  const auto tuned = load_gpt2<float>(dir.file("ft"));
+  CHECK(fs::exists(dir.file("ft") + "/vocab.json"));
+  CHECK(evaluate_prefix(tuned, DirectPrefix<float>(), examples, 3) <
+        evaluate_prefix(m, DirectPrefix<float>(), examples, 3));
+  r = run("train" + common + " --method ft-top2 --infix --out " + dir.file("ft2"));
+  CHECK(r.status == 1);
+  CHECK(r.output.find("--infix and --init do not apply") != std::string::npos);
+  r = run("train" + common + " --method mlp --init uniform --out " + dir.file("x"));
+  CHECK(r.status == 1);
+  CHECK(r.output.find("--method direct only") != std::string::npos);
+  r = run("train" + common + " --method nonsense --out " + dir.file("x"));
+  CHECK(r.status != 0);
+}
+
 TEST_CASE("prefixtune command: errors name what and where") {
   TempDir dir;
   Run r = run("score --model " + dir.file("nowhere") + " --data x.txt");

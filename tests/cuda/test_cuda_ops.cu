@@ -202,16 +202,20 @@ namespace {
 struct AttentionCase {
   std::int64_t B, T, NH, HS, P, Bp;
   bool mask;
+  bool infix = false;  // prefix_from per row: 0, the middle, past the end
 };
 
 }  // namespace
 
-TEST_CASE("CUDA attention with prefix and padding equals the CPU kernels, forward and backward") {
+TEST_CASE("CUDA attention with prefix (or infix) and padding equals the CPU kernels, forward and backward") {
   Rng rng(4);
-  for (const AttentionCase& c : {AttentionCase{2, 7, 3, 4, 0, 1, false}, AttentionCase{3, 9, 2, 8, 0, 1, true},
-                                 AttentionCase{3, 9, 2, 8, 4, 1, true}, AttentionCase{3, 33, 4, 16, 5, 3, true},
-                                 AttentionCase{2, 40, 12, 64, 10, 1, false}}) {
-    INFO("B=", c.B, " T=", c.T, " NH=", c.NH, " HS=", c.HS, " P=", c.P, " Bp=", c.Bp, " mask=", c.mask);
+  for (const AttentionCase& c :
+       {AttentionCase{2, 7, 3, 4, 0, 1, false}, AttentionCase{3, 9, 2, 8, 0, 1, true},
+        AttentionCase{3, 9, 2, 8, 4, 1, true}, AttentionCase{3, 33, 4, 16, 5, 3, true},
+        AttentionCase{2, 40, 12, 64, 10, 1, false}, AttentionCase{3, 9, 2, 8, 4, 1, true, true},
+        AttentionCase{3, 33, 4, 16, 5, 3, false, true}}) {
+    INFO("B=", c.B, " T=", c.T, " NH=", c.NH, " HS=", c.HS, " P=", c.P, " Bp=", c.Bp, " mask=", c.mask,
+         " infix=", c.infix);
     const std::int64_t C = c.NH * c.HS;
     auto qkv = rnd({c.B, c.T, 3 * C}, rng, -2, 2);
     Tensor<float> pk, pv;
@@ -225,16 +229,21 @@ TEST_CASE("CUDA attention with prefix and padding equals the CPU kernels, forwar
     auto to_gpu = [](const auto& t) { return t.defined() ? t.template to<Cuda>() : decltype(t.template to<Cuda>())(); };
     auto dqkv_in = to_gpu(qkv), dpk = to_gpu(pk), dpv = to_gpu(pv);
     auto dmask = to_gpu(mask);
+    Tensor<std::int32_t> from;
+    if (c.infix)
+      from = Tensor<std::int32_t>::from_vector(
+          {c.B}, {0, static_cast<std::int32_t>(c.T / 2), static_cast<std::int32_t>(c.T + 1)});
+    const auto dfrom = to_gpu(from);
     Tensor<float> out({c.B, c.T, C});
     Tensor<float, Cuda> dout({c.B, c.T, C});
     AttentionCache<float, Cpu> cache;
     AttentionCache<float, Cuda> dcache;
-    attention_forward(qkv, c.NH, pk, pv, mask, out, &cache);
-    attention_forward(dqkv_in, c.NH, dpk, dpv, dmask, dout, &dcache);
+    attention_forward(qkv, c.NH, pk, pv, mask, out, &cache, from);
+    attention_forward(dqkv_in, c.NH, dpk, dpv, dmask, dout, &dcache, dfrom);
     CHECK(diff(dout, out) < kTol);
     CHECK(diff(dcache.probs, cache.probs) < kTol);
-    attention_forward(dqkv_in, c.NH, dpk, dpv, dmask, dout,
-                      static_cast<AttentionCache<float, Cuda>*>(nullptr));  // inference: no cache kept
+    attention_forward(dqkv_in, c.NH, dpk, dpv, dmask, dout, static_cast<AttentionCache<float, Cuda>*>(nullptr),
+                      dfrom);  // inference: no cache kept
     CHECK(diff(dout, out) < kTol);
 
     auto gy = rnd({c.B, c.T, C}, rng);

@@ -23,7 +23,7 @@ PREFIXTUNE_FUZZ_TARGET(prefix_files) {
       Rng rng(1);
       auto enc = PrefixEncoder<float>::create(pc, c, rng);
       AdamW<float> opt(enc.parameters());
-      const std::int64_t step = detail::load_checkpoint(path, enc, opt, 7);
+      const std::int64_t step = detail::load_checkpoint(path, enc.parameters(), opt, 7);
       FUZZ_CHECK(step >= 0);
     }
   });

@@ -124,7 +124,7 @@ void write_seeds(const fs::path& root) {
     pc.length = 3, pc.mid = 4;
     auto enc = PrefixEncoder<float>::create(pc, c, rng);
     AdamW<float> opt(enc.parameters());
-    detail::save_checkpoint((tmp / "ckpt.safetensors").string(), enc, opt, 12, 7);
+    detail::save_checkpoint((tmp / "ckpt.safetensors").string(), enc.parameters(), opt, 12, 7);
     put(root / "corpus/prefix_files", "checkpoint.bin", std::string(1, '\1') + read_bytes(tmp / "ckpt.safetensors"));
     fs::remove_all(tmp);
   }
