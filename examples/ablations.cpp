@@ -378,10 +378,21 @@ int run_all(const Options& o) {
                      "' (length, methods, lowdata)");
   const auto all = static_cast<std::int64_t>(env.train.size());
   const auto seed = static_cast<std::int64_t>(o.seed);
+  const std::string model_name = random ? "random 2-layer GPT-2 (smoke test)" : o.model;
   std::vector<Row> rows;
+  struct Rows {  // every finished run is written out at once: an interrupted sweep keeps what it measured
+    std::vector<Row>& rows;
+    const Options& o;
+    const std::string& name;
+    const Gpt2Config& c;
+    void push_back(const Row& r) {
+      rows.push_back(r);
+      write_outputs(o, rows, name, c);
+    }
+  } out{rows, o, model_name, c};
   if (experiments.count("length"))
     for (std::int64_t p : split_ints(o.lengths, "--lengths"))
-      rows.push_back(run(env, Row{"length", "mlp", "random", p, all, seed}, o.steps, o.steps / 10, o.lr));
+      out.push_back(run(env, Row{"length", "mlp", "random", p, all, seed}, o.steps, o.steps / 10, o.lr));
   if (experiments.count("methods"))
     for (const auto& m : split(o.methods)) {
       const auto same = std::find_if(rows.begin(), rows.end(), [&](const Row& r) {  // the sweep's run at this P
@@ -391,15 +402,14 @@ int run_all(const Options& o) {
                     ? *same
                     : run(env, Row{"methods", m, "random", o.prefix_length, all, seed}, o.steps, o.steps / 10, o.lr);
       row.experiment = "methods";
-      rows.push_back(row);
+      out.push_back(row);
     }
   if (experiments.count("lowdata"))
     for (std::int64_t n : split_ints(o.sizes, "--sizes"))
       for (const char* init : {"random", "words"})
         for (std::int64_t s = 0; s < o.seeds; ++s)
-          rows.push_back(
+          out.push_back(
               run(env, Row{"lowdata", "mlp", init, o.prefix_length, n, seed + s}, o.low_steps, o.low_warmup, o.lr));
-  write_outputs(o, rows, random ? "random 2-layer GPT-2 (smoke test)" : o.model, c);
   std::printf("%zu runs in %.0f s; wrote %s/ablations.{csv,md} and the plots\n", rows.size(), seconds_since(t0),
               o.out.c_str());
   std::fputs(read_text_file((fs::path(o.out) / "ablations.md").string()).c_str(), stdout);

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Tests of the point-wise ops (accumulate, add, scale, gelu, tanh, dropout) and the last-axis softmax: naive
-// double references, central finite differences, accumulation, aliasing, the dropout mask contract, extreme
+// Tests of the point-wise ops (accumulate, add, scale, gelu, gelu_exact, tanh, dropout) and the last-axis softmax:
+// naive double references, central finite differences, accumulation, aliasing, the dropout mask contract, extreme
 // softmax inputs and the error messages of bad arguments.
 #include <doctest/doctest.h>
 
@@ -252,6 +252,32 @@ TEST_CASE("gelu_backward in float agrees with the double derivative") {
   gelu_backward(gs, xs, dxs);
   gelu_backward(gd, xd, dxd);
   CHECK(max_rel_diff(dxs.to_vector(), dxd.to_vector()) < 1e-5);
+}
+
+TEST_CASE_TEMPLATE("gelu_exact (BART's erf GELU) matches x Phi(x) in long double; its backward, differences", T, float,
+                   double) {
+  Rng rng(9);
+  auto x = random_tensor<T>({4097}, rng, -9.0, 6.0), y = Tensor<T>::zeros({4097});
+  gelu_exact_forward(x, y);
+  double worst = 0;
+  for (std::int64_t i = 0; i < x.numel(); ++i) {
+    const long double v = x(i), ref = 0.5L * v * std::erfc(-v / std::sqrt(2.0L));
+    worst = std::max(worst, double(std::abs((static_cast<long double>(y(i)) - ref) / ref)));
+  }
+  CHECK(worst < (std::is_same_v<T, float> ? 1e-5 : 1e-13));  // relative, also far left where erf would cancel
+  auto k = Tensor<T>::from_vector({3}, {T(0), T(1), T(-1)}), ky = Tensor<T>::zeros({3});
+  gelu_exact_forward(k, ky);
+  CHECK(ky(0) == T(0));
+  CHECK(double(ky(1)) == doctest::Approx(0.8413447460685429).epsilon(1e-6));  // torch.nn.functional.gelu(1.)
+  CHECK(double(ky(2)) == doctest::Approx(-0.15865525393145707).epsilon(1e-6));
+  if constexpr (std::is_same_v<T, double>)
+    for (const Shape& s : {Shape{5}, Shape{3, 4}})
+      check_unary_backward(
+          s, [](const Tensor<double>& in, Tensor<double>& out) { gelu_exact_forward(in, out); },
+          [](const Tensor<double>& g, const Tensor<double>& in, const Tensor<double>&, Tensor<double>& dx) {
+            gelu_exact_backward(g, in, dx);
+          },
+          rng, -5.0, 5.0);
 }
 
 // ---- dropout ----------------------------------------------------------------------------------------------------

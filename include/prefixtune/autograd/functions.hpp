@@ -12,6 +12,7 @@
 #include "prefixtune/autograd/var.hpp"
 #include "prefixtune/core/rng.hpp"
 #include "prefixtune/ops/attention.hpp"
+#include "prefixtune/ops/cross_attention.hpp"
 #include "prefixtune/ops/cross_entropy.hpp"
 #include "prefixtune/ops/elementwise.hpp"
 #include "prefixtune/ops/embedding.hpp"
@@ -232,6 +233,14 @@ detail::var_t<X> gelu(detail::tape_t<X>& tape, const X& x) {
       [](const auto& dy, const auto& in, const auto&, auto& dx) { gelu_backward(dy, in, dx); });
 }
 
+/// The exact (erf) GELU of BART and BERT.
+template <class X>
+detail::var_t<X> gelu_exact(detail::tape_t<X>& tape, const X& x) {
+  return detail::unary_op(
+      tape, x, "gelu_exact", [](const auto& in, auto& out) { gelu_exact_forward(in, out); },
+      [](const auto& dy, const auto& in, const auto&, auto& dx) { gelu_exact_backward(dy, in, dx); });
+}
+
 /// Element-wise tanh.
 template <class X>
 detail::var_t<X> tanh(detail::tape_t<X>& tape, const X& x) {
@@ -342,6 +351,36 @@ detail::var_t<X> attention(
       if (!y.grad().defined()) return;
       Tensor<T, D> dx = detail::grad_of(qkv), dpk = detail::grad_of(prefix_k), dpv = detail::grad_of(prefix_v);
       attention_backward(y.grad(), num_heads, *cache, pk, pv, mask, dx, dpk, dpv);
+    });
+  }
+  return y;
+}
+
+/// Non-causal attention of q (B, Tq, C) over optional prefix K/V (Bp, NH, P, HS) and the keys/values of kv
+/// (B, Tk, 2C) = [k | v], keys with key_mask (B, Tk) == 0 hidden: cross-attention, or with q and kv from one
+/// sequence bidirectional self-attention. Gradients flow to q, kv and the prefix when they are trainable.
+template <class Q, class KV, class PK, class PV>
+detail::var_t<Q> cross_attention(detail::tape_t<Q>& tape, const Q& q, const KV& kv, std::int64_t num_heads,
+                                 const PK& prefix_k, const PV& prefix_v,
+                                 const Tensor<std::uint8_t, detail::device_t<Q>>& key_mask) {
+  static_assert(detail::same_kind_v<Q, KV, PK, PV>, "cross_attention: q, kv and the prefix must share type and device");
+  using T = detail::value_t<Q>;
+  using D = detail::device_t<Q>;
+  const Tensor<T, D> qv = detail::value_of(q), kvv = detail::value_of(kv), pk = detail::value_of(prefix_k),
+                     pv = detail::value_of(prefix_v);
+  PREFIXTUNE_CHECK(qv.defined() && qv.rank() == 3, "cross_attention: q must be (B, Tq, C), got ",
+                   qv.defined() ? qv.shape().to_string() : std::string("undefined"));
+  Tensor<T, D> out(qv.shape());
+  const bool rec = detail::should_record(q, kv, prefix_k, prefix_v);
+  auto probs = rec ? std::make_shared<Tensor<T, D>>() : nullptr;
+  cross_attention_forward(qv, kvv, num_heads, pk, pv, key_mask, out, probs.get());
+  Var<T, D> y(out, rec, "cross_attention");
+  if (rec) {
+    tape.record([y, q, kv, prefix_k, prefix_v, qv, kvv, pk, pv, key_mask, probs, num_heads] {
+      if (!y.grad().defined()) return;
+      Tensor<T, D> dq = detail::grad_of(q), dkv = detail::grad_of(kv), dpk = detail::grad_of(prefix_k),
+                   dpv = detail::grad_of(prefix_v);
+      cross_attention_backward(y.grad(), qv, kvv, num_heads, *probs, pk, pv, key_mask, dq, dkv, dpk, dpv);
     });
   }
   return y;

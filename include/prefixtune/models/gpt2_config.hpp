@@ -60,7 +60,8 @@ struct Gpt2Config {
     }
     if (j.contains("model_type")) {
       PREFIXTUNE_CHECK(j["model_type"] == "gpt2", where, ": model_type ", j["model_type"].dump(),
-                       " is not a GPT-2 model");
+                       " is not a GPT-2 model",
+                       j["model_type"] == "bart" ? " (a BART folder: load it with load_bart)" : "");
     }
     if (j.contains("activation_function")) {
       PREFIXTUNE_CHECK(j["activation_function"] == "gelu_new", where, ": activation_function ",

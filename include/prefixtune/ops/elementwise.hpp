@@ -115,6 +115,22 @@ void gelu_backward(const Tensor<T, Device>& dout, const Tensor<T, Device>& x, Te
   gelu_backward_kernel(Device{}, dout.data(), x.data(), dx.data(), dx.numel());
 }
 
+/// out = gelu(x) = 0.5 x (1 + erf(x / sqrt(2))), the exact GELU (BART, BERT); out may be x.
+template <class T, class Device>
+void gelu_exact_forward(const Tensor<T, Device>& x, Tensor<T, Device>& out) {
+  detail::check_map_args("gelu_exact_forward", "x", x, "out", out);
+  gelu_exact_forward_kernel(Device{}, x.data(), out.data(), x.numel());
+}
+
+/// dx += dout * gelu_exact'(x), x the forward input; skipped when dx is undefined.
+template <class T, class Device>
+void gelu_exact_backward(const Tensor<T, Device>& dout, const Tensor<T, Device>& x, Tensor<T, Device>& dx) {
+  detail::check_map_args("gelu_exact_backward", "dout", dout, "x", x);
+  detail::check_grad_args("gelu_exact_backward", dout, "dx", dx);
+  if (!dx.defined()) return;
+  gelu_exact_backward_kernel(Device{}, dout.data(), x.data(), dx.data(), dx.numel());
+}
+
 /// out = tanh(x); out may be x. // x, out: any shape, equal
 template <class T, class Device>
 void tanh_forward(const Tensor<T, Device>& x, Tensor<T, Device>& out) {

@@ -152,12 +152,19 @@ struct PrefixEncoder {
   Var<T, Device> w2, b2;        // (mid, 2*L*C), (2*L*C)
 
   static PrefixEncoder create(const PrefixConfig& pc, const Gpt2Config& c, Rng& rng) {
+    return create(pc, c.n_layer, c.n_embd, rng);
+  }
+
+  /// An encoder for a stack of n_layer attention layers of width n_embd (e.g. one of an encoder-decoder's three).
+  static PrefixEncoder create(const PrefixConfig& pc, std::int64_t n_layer, std::int64_t n_embd, Rng& rng) {
     pc.validate();
+    PREFIXTUNE_CHECK(n_layer >= 1 && n_embd >= 1, "PrefixEncoder: n_layer ", n_layer, " and n_embd ", n_embd,
+                     " must be >= 1");
     PrefixEncoder e;
     e.config = pc;
-    e.n_layer = c.n_layer;
-    e.n_embd = c.n_embd;
-    const std::int64_t C = c.n_embd, out = 2 * c.n_layer * c.n_embd;
+    e.n_layer = n_layer;
+    e.n_embd = n_embd;
+    const std::int64_t C = n_embd, out = 2 * n_layer * n_embd;
     auto emb = Tensor<T, Device>::empty({pc.length, C});
     fill_normal(emb, rng);
     e.embedding = Var<T, Device>(emb, true, "prefix.embedding");

@@ -10,6 +10,7 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -239,19 +240,21 @@ std::int64_t load_checkpoint(const std::string& path, const std::vector<Var<T, D
 
 namespace detail {
 
-/// What train_loop asks of the thing being trained.
-template <class T, class Device>
+/// What train_loop asks of the thing being trained. Batch is what one step reads (TokenBatch for decoder-only
+/// examples); make builds it from examples order[begin..end) (empty: make_batch, for Example data).
+template <class T, class Device, class Batch = TokenBatch>
 struct TrainHooks {
   std::vector<Var<T, Device>> params;  // the trainable weights (named: checkpoints store them by name)
-  std::function<Var<T, Device>(Tape<T, Device>&, const TokenBatch&, Rng& dropout_rng)> loss;  // of one batch
+  std::function<Batch(const std::vector<std::size_t>& order, std::size_t begin, std::size_t end)> make;
+  std::function<Var<T, Device>(Tape<T, Device>&, const Batch&, Rng& dropout_rng)> loss;  // of one batch
   std::function<double()> validate;  // the validation loss, or empty (no validation set)
   std::function<void()> keep_best;   // after a validation that improved (or once at the end without one)
 };
 
 /// The training loop every trainer shares: epochs of seeded shuffled batches, AdamW with linear warmup/decay,
 /// clipping, non-finite handling, validation keeping the best, checkpoints that resume bit for bit.
-template <class T, class Device>
-TrainResult<T, Device> train_loop(const TrainHooks<T, Device>& hooks, const std::vector<Example>& train,
+template <class T, class Device, class Batch, class Data>
+TrainResult<T, Device> train_loop(const TrainHooks<T, Device, Batch>& hooks, const std::vector<Data>& train,
                                   const TrainConfig& cfg,
                                   const std::function<void(const TrainProgress&)>& on_progress) {
   cfg.validate();
@@ -281,7 +284,13 @@ TrainResult<T, Device> train_loop(const TrainHooks<T, Device>& hooks, const std:
       order_epoch = epoch;
     }
     const auto b = static_cast<std::size_t>(within * cfg.batch_size);
-    const TokenBatch batch = make_batch(train, order, b, std::min(train.size(), b + cfg.batch_size), 0);
+    const std::size_t e = std::min(train.size(), b + cfg.batch_size);
+    Batch batch;
+    if constexpr (std::is_same_v<Batch, TokenBatch> && std::is_same_v<Data, Example>) {
+      batch = hooks.make ? hooks.make(order, b, e) : make_batch(train, order, b, e, 0);
+    } else {
+      batch = hooks.make(order, b, e);
+    }
     Rng dropout_rng(cfg.seed, 0x8000000000000000ull + static_cast<std::uint64_t>(step));
     Tape<T, Device> tape;
     auto loss = hooks.loss(tape, batch, dropout_rng);

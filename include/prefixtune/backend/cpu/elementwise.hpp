@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Element-wise math written once for host and device (GELU, tanh derivative, dropout keep test), and the CPU
-// raw-pointer kernels over it: accumulate, add, scale, gelu, tanh, dropout (forward and accumulating backward).
+// raw-pointer kernels over it: accumulate, add, scale, gelu (gelu_new and exact), tanh, dropout (forward and
+// accumulating backward).
 #pragma once
 
 #include <cmath>
@@ -42,6 +43,19 @@ PREFIXTUNE_HOST_DEVICE inline T gelu_derivative(T x) {
   const T e = std::exp(gelu_exp_arg(x));
   const T s = T(1) / (T(1) + e);
   return s + T(2.0 * 0.79788456080286535588) * x * (T(1) + T(3.0 * 0.044715) * x * x) * s * (e * s);
+}
+
+/// The exact GELU of BART and BERT ("gelu"): x Phi(x) = 0.5 x (1 + erf(x / sqrt(2))), evaluated as
+/// 0.5 x erfc(-x / sqrt(2)), which keeps its relative precision for negative x (no 1 + erf cancellation).
+template <class T>
+PREFIXTUNE_HOST_DEVICE inline T gelu_exact_value(T x) {
+  return T(0.5) * x * std::erfc(T(-0.70710678118654752440) * x);
+}
+
+/// d gelu_exact / dx = Phi(x) + x phi(x), phi the standard normal density.
+template <class T>
+PREFIXTUNE_HOST_DEVICE inline T gelu_exact_derivative(T x) {
+  return T(0.5) * std::erfc(T(-0.70710678118654752440) * x) + x * T(0.39894228040143267794) * std::exp(T(-0.5) * x * x);
 }
 
 /// d tanh(x) / dx expressed through the forward output y = tanh(x).
@@ -102,6 +116,18 @@ void gelu_forward_kernel(Cpu, const T* x, T* out, std::int64_t n) {
 template <class T>
 void gelu_backward_kernel(Cpu, const T* dout, const T* x, T* dx, std::int64_t n) {
   parallel_for_elements(n, [=](std::int64_t i) { dx[i] += dout[i] * gelu_derivative(x[i]); });
+}
+
+/// out[i] = gelu_exact(x[i]); out may alias x.
+template <class T>
+void gelu_exact_forward_kernel(Cpu, const T* x, T* out, std::int64_t n) {
+  parallel_for_elements(n, [=](std::int64_t i) { out[i] = gelu_exact_value(x[i]); });
+}
+
+/// dx[i] += dout[i] * gelu_exact'(x[i]).
+template <class T>
+void gelu_exact_backward_kernel(Cpu, const T* dout, const T* x, T* dx, std::int64_t n) {
+  parallel_for_elements(n, [=](std::int64_t i) { dx[i] += dout[i] * gelu_exact_derivative(x[i]); });
 }
 
 /// out[i] = tanh(x[i]); out may alias x.

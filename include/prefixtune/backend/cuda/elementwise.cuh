@@ -41,6 +41,17 @@ void gelu_backward_kernel(Cuda, const T* dout, const T* x, T* dx, std::int64_t n
 }
 
 template <class T>
+void gelu_exact_forward_kernel(Cuda, const T* x, T* out, std::int64_t n) {
+  cuda_for_elements("gelu_exact_forward", n, [=] __device__(std::int64_t i) { out[i] = gelu_exact_value(x[i]); });
+}
+
+template <class T>
+void gelu_exact_backward_kernel(Cuda, const T* dout, const T* x, T* dx, std::int64_t n) {
+  cuda_for_elements("gelu_exact_backward", n,
+                    [=] __device__(std::int64_t i) { dx[i] += dout[i] * gelu_exact_derivative(x[i]); });
+}
+
+template <class T>
 void tanh_forward_kernel(Cuda, const T* x, T* out, std::int64_t n) {
   cuda_for_elements("tanh_forward", n, [=] __device__(std::int64_t i) { out[i] = tanh(x[i]); });
 }
