@@ -256,7 +256,7 @@ TEST_CASE("train_bart_prefix: the loss falls, validation keeps the best tables, 
 
 TEST_CASE("encode_seq2seq: BART's <s> / </s> from the vocabulary, a GPT-2 vocabulary is refused") {
   TempDir dir;
-  const std::string bpe = std::string(PREFIXTUNE_TEST_DATA_DIR) + "/gpt2-bpe/";
+  const std::string bpe = (std::filesystem::path(__FILE__).parent_path().parent_path() / "data/gpt2-bpe/").string();
   const auto gpt2 = Gpt2Tokenizer::load(bpe + "encoder.json", bpe + "vocab.bpe");
   const std::vector<TextPair> pairs = {{"Hello world", "Hi", 1}};
   CHECK(error_of([&] { (void)encode_seq2seq(gpt2, pairs); }).find("not a BART vocabulary") != std::string::npos);
@@ -321,6 +321,7 @@ TEST_CASE("PyTorch parity: BART with three prefixes (logits, loss, the three gra
     NoGradGuard ng;
     for (int row = 0; row < 2; ++row) {
       const auto want = f.load<std::int64_t>("greedy.ids" + std::to_string(row)).to_vector();
+      const auto step_logits = f.load<double>("greedy.logits" + std::to_string(row));  // (steps, V)
       std::int64_t S = 0;
       while (S < source.size(1) && mask(row, S)) ++S;
       auto src = Tensor<std::int32_t>::empty({1, S});
@@ -333,6 +334,12 @@ TEST_CASE("PyTorch parity: BART with three prefixes (logits, loss, the three gra
       for (int step = 0; step < 8; ++step) {
         const auto dec = Tensor<std::int32_t>::from_vector({1, static_cast<std::int64_t>(ids.size())}, ids);
         const auto logits = bart_logits(m, bart_decode(t3, m, dec, mem, {}, kv1.decoder, kv1.cross).value());
+        double worst = 0, scale = 0;  // this step's logits against the reference's, norm-wise
+        for (std::int32_t v = 0; v < c.vocab_size; ++v) {
+          worst = std::max(worst, std::abs(logits(0, dec.size(1) - 1, v) - step_logits(step, v)));
+          scale = std::max(scale, std::abs(step_logits(step, v)));
+        }
+        CHECK(worst / scale < 1e-10);
         std::int32_t best = 0;
         for (std::int32_t v = 1; v < c.vocab_size; ++v)
           if (logits(0, dec.size(1) - 1, v) > logits(0, dec.size(1) - 1, best)) best = v;
