@@ -56,7 +56,8 @@ void usage(const char* argv0) {
       "  --experiments LIST (length,methods,lowdata)\n"
       "  --lengths LIST (1,5,10,20)    prefix lengths of the length sweep (MLP prefix, all training examples)\n"
       "  --methods LIST (mlp,deep,direct,emb,emb-mlp,infix,prompt,full,ft-top2)   at --prefix-length\n"
-      "  --sizes LIST (50,100,200,500) training-set sizes of the low-data runs (random vs --init-words init)\n"
+      "  --sizes LIST (50,100,200,500) training-set sizes of the low-data runs (random vs --init-words init,\n"
+      "                                both with P = the words' token count)\n"
       "  --seeds N (2)                 seeds of the low-data runs (each draws its own training subset)\n"
       "  --init-words TEXT (' table-to-text:')   --instruction TEXT (the discrete prompt)\n"
       "  --train-examples N (1000) --valid-examples N (100) --test-tables N (40)\n"
@@ -404,12 +405,15 @@ int run_all(const Options& o) {
       row.experiment = "methods";
       out.push_back(row);
     }
-  if (experiments.count("lowdata"))
+  if (experiments.count("lowdata")) {
+    // Both initializations at the words' length, so that only the initialization differs.
+    const auto p_words = static_cast<std::int64_t>(env.tok.encode(o.init_words).size());
+    PREFIXTUNE_CHECK(p_words >= 1, "--init-words '", o.init_words, "' encodes to no tokens");
     for (std::int64_t n : split_ints(o.sizes, "--sizes"))
       for (const char* init : {"random", "words"})
         for (std::int64_t s = 0; s < o.seeds; ++s)
-          out.push_back(
-              run(env, Row{"lowdata", "mlp", init, o.prefix_length, n, seed + s}, o.low_steps, o.low_warmup, o.lr));
+          out.push_back(run(env, Row{"lowdata", "mlp", init, p_words, n, seed + s}, o.low_steps, o.low_warmup, o.lr));
+  }
   std::printf("%zu runs in %.0f s; wrote %s/ablations.{csv,md} and the plots\n", rows.size(), seconds_since(t0),
               o.out.c_str());
   std::fputs(read_text_file((fs::path(o.out) / "ablations.md").string()).c_str(), stdout);
