@@ -102,7 +102,8 @@ TEST_CASE("an infix is seen only from the first labelled token on, which moves P
       double diff = 0;
       for (std::int64_t e = 0; e < C; ++e) diff = std::max(diff, std::abs(with(b, t, e) - bare(b, t, e)));
       INFO("row ", b, " token ", t, " (infix before ", from, ")");
-      if (t < from) CHECK(diff == 0.0);  // the source never sees the infix
+      // The source never sees the infix: equal up to the order of the softmax sum (its hidden slots add zeros).
+      if (t < from) CHECK(diff < 1e-12);
       if (t >= from && mask(b, t)) CHECK(diff > 1e-6);
     }
   }
