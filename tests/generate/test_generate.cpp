@@ -393,6 +393,6 @@ TEST_CASE("generation settings out of range are refused, naming the setting") {
     cases[i].first(cfg);
     CHECK(test::error_of([&] { (void)generate(m, bank, {ok}, cfg); }).find(cases[i].second) != std::string::npos);
   }
-  CHECK(test::error_of([&] { KvCache<float> cache(m.config, 1, 17); }).find("exceeds the model's n_positions") !=
+  CHECK(test::error_of([&] { KvCache<float> cache(m.config, 1, 17); }).find("exceeds the model's context of") !=
         std::string::npos);
 }

@@ -62,6 +62,10 @@ TGT_PAD = 2
 IGNORE = -100
 LS_EPS = 0.1             # label smoothing (HF label_smoothing_factor)
 GREEDY_NEW = 8           # greedy decoding: at most this many new tokens, stop at EOS (not stored)
+# Beam search (HF BeamSearchScorer rules, early_stopping=True) and greedy with the sequence processors:
+BEAM = dict(num_beams=3, max_new=7, min_new=3, no_repeat=2, length_penalty=1.0, forced_bos=None)
+GREEDY_PROC = dict(num_beams=1, max_new=8, min_new=2, no_repeat=2, length_penalty=1.0,
+                   forced_bos=CONFIG["forced_bos_token_id"])
 
 # Initialisation.  HF's init_std 0.02 everywhere makes this post-LN model nearly blind to the encoder: the encoder
 # prefix then moves the logits by only 2e-4 and its gradient is ~3e-6, below what float64 central differences
@@ -319,6 +323,85 @@ def greedy_generate(W, src, tables):
     return new, ended, margins, torch.stack(rows)
 
 
+def process(logits, seq, generated, st):
+    """The logit processors on one row (a copy): min length (eos banned while fewer than min_new tokens were
+    generated), forced first token, HF's no-repeat n-gram rule over the decoder sequence seq."""
+    z = logits.clone()
+    if generated < st["min_new"]:
+        z[EOS] = -math.inf
+    if st["forced_bos"] is not None and generated == 0:
+        keep = z[st["forced_bos"]].clone()
+        z[:] = -math.inf
+        z[st["forced_bos"]] = keep
+    n = st["no_repeat"]
+    if n > 0 and len(seq) + 1 >= n:
+        tail = tuple(seq[len(seq) - n + 1:])
+        for i in range(len(seq) - n + 1):
+            if tuple(seq[i:i + n - 1]) == tail:
+                z[seq[i + n - 1]] = -math.inf
+    return z
+
+
+def search_generate(W, src, tables, st):
+    """Beam search (num_beams > 1) or greedy (num_beams 1) by full recompute, log-probabilities renormalised after
+    the processors. Beam rules (HF BeamSearchScorer, early_stopping=True): per step the 2 * num_beams best (score,
+    beam, token) candidates over all beams (ties: lower beam, then lower token); an eos candidate among the first
+    num_beams ranks closes a hypothesis scored sum_logp / max(generated, 1) ** length_penalty (eos not counted),
+    other eos candidates are skipped; the first num_beams non-eos candidates continue; a request stops once it
+    holds num_beams hypotheses, when no beam continues, or at max_new tokens (running beams become hypotheses
+    scored by their length). Returns (ids of the best hypothesis, its score)."""
+    ids_src = torch.tensor([src], dtype=torch.int64)
+    mask = torch.ones_like(ids_src)
+    nb = st["num_beams"]
+    beams, hyps, cur = [([], 0.0)], [], 0
+    norm = lambda n: max(n, 1) ** st["length_penalty"]
+
+    def add(score, ids):
+        if len(hyps) >= nb and score <= hyps[-1][0]:
+            return
+        at = len(hyps)
+        while at > 0 and hyps[at - 1][0] < score:
+            at -= 1
+        hyps.insert(at, (score, ids))
+        del hyps[nb:]
+
+    while True:
+        cands = []
+        for b, (ids, sc) in enumerate(beams):
+            dec = [DEC_START] + ids
+            logits = bart_forward(W, ids_src, mask, torch.tensor([dec], dtype=torch.int64), tables)[0][0, -1]
+            lp = torch.log_softmax(process(logits, dec, cur, st), dim=-1)
+            cands += [(sc + float(lp[v]), b, v) for v in range(V) if lp[v] > -math.inf]
+        cands.sort(key=lambda c: (-c[0], c[1], c[2]))
+        if nb == 1:  # greedy: the best token continues; eos ends
+            s_, b_, v_ = cands[0]
+            if v_ == EOS:
+                return beams[0][0], s_
+            beams = [(beams[0][0] + [v_], s_)]
+            cur += 1
+            if cur >= st["max_new"]:
+                return beams[0][0], s_
+            continue
+        nxt = []
+        for rank, (sc, b, v) in enumerate(cands[:2 * nb]):
+            if len(nxt) >= nb:
+                break
+            if v == EOS:
+                if rank < nb:
+                    add(sc / norm(cur), beams[b][0])
+                continue
+            nxt.append((beams[b][0] + [v], sc))
+        done = not nxt or len(hyps) >= nb
+        if not done and cur + 1 >= st["max_new"]:
+            for ids, sc in nxt:
+                add(sc / norm(cur + 1), ids)
+            done = True
+        if done:
+            return hyps[0][1], hyps[0][0]
+        beams = nxt
+        cur += 1
+
+
 # ----------------------------------------------------------------------------------------------------------
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -362,6 +445,8 @@ def main():
     tables_d = {k: t.detach() for k, t in tables.items()}
     with torch.no_grad():
         greedy = [greedy_generate(W, s, tables_d) for s in srcs]
+        beam = [search_generate(W, s, tables_d, BEAM) for s in srcs]
+        greedy_proc = [search_generate(W, s, tables_d, GREEDY_PROC) for s in srcs]
 
     # --- self-checks (not written) --------------------------------------------------------------------------
     if not args.no_check:
@@ -415,6 +500,10 @@ def main():
     tensors += [("greedy.ended", torch.tensor([r[1] for r in greedy], dtype=torch.int64), "I64"),
                 ("greedy.margin", torch.tensor([min(r[2]) for r in greedy], dtype=F64), "F64")]
     tensors += [("greedy.logits%d" % i, rows, "F64") for i, (_, _, _, rows) in enumerate(greedy)]
+    for name, res in (("beam", beam), ("greedy_proc", greedy_proc)):
+        for i, (ids, _) in enumerate(res):
+            tensors.append(("%s.ids%d" % (name, i), torch.tensor(ids, dtype=torch.int64), "I64"))
+        tensors.append((name + ".score", torch.tensor([sc for _, sc in res], dtype=F64), "F64"))
     meta = dict(
         generator="tests/reference/bart_prefix_reference.py", seed=args.seed,
         d_model=D, encoder_layers=LE, decoder_layers=LD, encoder_attention_heads=NHE, decoder_attention_heads=NHD,
@@ -448,6 +537,10 @@ def main():
                "step, argmax (lowest index on ties), stop at eos 2 (not stored) or after 8 new tokens, no forced "
                "BOS; greedy.margin = smallest top-1 minus top-2 logit over the steps taken; greedy.ended 1 = eos; "
                "greedy.logits{i} = the last position's logits at each step taken (eos step included)",
+        beam="per source, all three prefixes, search_generate with %s: beam.ids{i} the best hypothesis (eos "
+             "not stored), beam.score its score" % BEAM,
+        greedy_proc="per source, all three prefixes, greedy with the processors %s: greedy_proc.ids{i}, "
+                    "greedy_proc.score the summed log-probabilities (eos step included)" % GREEDY_PROC,
     )
     path = os.path.join(out, "bart_reference.safetensors")
     ref.write_safetensors(path, tensors, meta)
@@ -471,6 +564,9 @@ def main():
     for i, (new, ended, margins, _) in enumerate(greedy):
         print("  greedy source %d (%d ids): %s ended %s, smallest top-2 margin %.3e" % (
             i, len(srcs[i]), new, ended, min(margins)))
+    for i in range(len(srcs)):
+        print("  beam source %d: %s score %.6f; greedy with processors: %s score %.6f" % (
+            i, beam[i][0], beam[i][1], greedy_proc[i][0], greedy_proc[i][1]))
     return 0
 
 

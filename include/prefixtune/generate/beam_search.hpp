@@ -3,7 +3,8 @@
 // continuations of a request's beams; an end token among the first num_beams of them closes a hypothesis scored
 // sum log p / (generated tokens)^length_penalty, the others continue. A request stops when it holds num_beams
 // hypotheses and no running beam can beat the worst of them (an exact bound), or at once with early_stopping.
-// Beams live in KV-cache slots; a beam's first child keeps its parent's slot, so only branching costs a copy.
+// Beams live in the decoding engine's cache slots (see decode_loops.hpp); a beam's first child keeps its parent's
+// slot, so only branching costs a copy.
 #pragma once
 
 #include <algorithm>
@@ -12,7 +13,7 @@
 #include <limits>
 #include <vector>
 
-#include "prefixtune/generate/kv_cache.hpp"
+#include "prefixtune/core/tensor.hpp"
 #include "prefixtune/generate/sampling.hpp"
 
 namespace prefixtune::detail {
@@ -42,9 +43,12 @@ inline double beam_length_norm(std::int64_t generated, double length_penalty) {
   return std::pow(static_cast<double>(std::max<std::int64_t>(generated, 1)), length_penalty);
 }
 
-template <class T, class Device, class Param>
-std::vector<Generation> generate_beam(const Gpt2<T, Device, Param>& m, const PrefixBank<T, Device>& bank,
-                                      const std::vector<GenerationRequest>& requests, const GenerateConfig& cfg) {
+/// Beam search of every request in one batch on a decoding engine (see decode_loops.hpp) with num_beams slots
+/// per request: request i's beams live in slots i * num_beams ...
+template <class Engine>
+std::vector<Generation> generate_beam(Engine& engine, const std::vector<GenerationRequest>& requests,
+                                      const GenerateConfig& cfg) {
+  using T = typename Engine::value_type;
   struct Beam {
     std::vector<std::int32_t> ids;
     double score = 0;
@@ -56,23 +60,21 @@ std::vector<Generation> generate_beam(const Gpt2<T, Device, Param>& m, const Pre
     std::int32_t token;
   };
   const auto R = static_cast<std::int64_t>(requests.size()), nb = cfg.num_beams;
-  KvCache<T, Device> cache(m.config, R * nb, generation_capacity(m.config, bank, requests, cfg));
   std::vector<std::vector<Beam>> beams(static_cast<std::size_t>(R));
   std::vector<BeamHypotheses> hyps(static_cast<std::size_t>(R), BeamHypotheses(static_cast<std::size_t>(nb)));
   std::vector<std::int64_t> slots, row_request;  // the rows of the next model call
   std::vector<std::vector<std::int32_t>> feed;
   for (std::int64_t i = 0; i < R; ++i) {
-    const GenerationRequest& r = requests[static_cast<std::size_t>(i)];
-    cache.reset(i * nb, r.prefix, bank.visible_from(r.prefix, r.prompt.size()));
+    engine.start(i * nb, i);
     beams[static_cast<std::size_t>(i)].push_back(Beam{{}, 0.0, i * nb});
     slots.push_back(i * nb);
     row_request.push_back(i);
-    feed.push_back(requests[static_cast<std::size_t>(i)].prompt);
+    feed.push_back(engine.start_tokens(i));
   }
   std::vector<double> logp;
   std::vector<Cand> cands;
   while (!slots.empty()) {
-    Tensor<T, Cpu> logits = gpt2_extend(m, bank, cache, slots, feed).template to<Cpu>();
+    Tensor<T, Cpu> logits = engine.extend(slots, feed).template to<Cpu>();
     const std::int64_t V = logits.size(1);
     std::vector<std::int64_t> next_slots, next_request;
     std::vector<std::vector<std::int32_t>> next_feed;
@@ -85,6 +87,7 @@ std::vector<Generation> generate_beam(const Gpt2<T, Device, Param>& m, const Pre
       for (std::size_t b = 0; b < bs.size(); ++b, ++row) {
         T* lr = logits.data() + static_cast<std::int64_t>(row) * V;
         process_logits(lr, cfg, cur);
+        process_sequence_logits(lr, V, cfg, engine.start_tokens(i), bs[b].ids);
         log_softmax_row(lr, V, logp);
         for (std::int64_t v = 0; v < V; ++v) {
           const double s = logp[static_cast<std::size_t>(v)];
@@ -113,9 +116,7 @@ std::vector<Generation> generate_beam(const Gpt2<T, Device, Param>& m, const Pre
         next.push_back(std::move(nbm));
       }
       const std::int64_t len = cur + 1;
-      const std::int64_t offset = bank.position_offset(requests[static_cast<std::size_t>(i)].prefix);
-      const std::int64_t fed = static_cast<std::int64_t>(requests[static_cast<std::size_t>(i)].prompt.size()) + cur;
-      const bool at_limit = len >= cfg.max_new_tokens || offset + fed >= m.config.n_positions;
+      const bool at_limit = len >= cfg.max_new_tokens || engine.full(bs.front().slot);
       bool done = next.empty();
       if (!done && h.full()) {
         if (cfg.early_stopping) {
@@ -151,7 +152,7 @@ std::vector<Generation> generate_beam(const Gpt2<T, Device, Param>& m, const Pre
         while (taken[static_cast<std::size_t>(s)]) ++s;
         taken[static_cast<std::size_t>(s)] = 1;
         b.slot = i * nb + s;
-        cache.copy_slot(b.slot, bs[static_cast<std::size_t>(p)].slot);
+        engine.copy_slot(b.slot, bs[static_cast<std::size_t>(p)].slot);
       }
       bs = std::move(next);
       for (const auto& b : bs) {

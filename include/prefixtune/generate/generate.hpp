@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "prefixtune/generate/beam_search.hpp"
+#include "prefixtune/generate/decode_loops.hpp"
 #include "prefixtune/generate/kv_cache.hpp"
-#include "prefixtune/generate/sampling.hpp"
 
 namespace prefixtune {
 
@@ -35,75 +35,47 @@ void check_generation_request(const Gpt2<T, Device, Param>& m, const PrefixBank<
 
 namespace detail {
 
-/// Greedy or sampled decoding of every request in one batch.
+/// The decoding engine of a GPT-2 batch for the loops of decode_loops.hpp / beam_search.hpp: KV-cache slots bound
+/// to requests (their prompt fed first, their bank prefix read by index), gpt2_extend as the step.
 template <class T, class Device, class Param>
-std::vector<Generation> generate_sampled(const Gpt2<T, Device, Param>& m, const PrefixBank<T, Device>& bank,
-                                         const std::vector<GenerationRequest>& requests, const GenerateConfig& cfg) {
-  const auto R = static_cast<std::int64_t>(requests.size());
-  KvCache<T, Device> cache(m.config, R, generation_capacity(m.config, bank, requests, cfg));
-  std::vector<Generation> out(static_cast<std::size_t>(R));
-  std::vector<Rng> rngs;
-  for (std::int64_t i = 0; i < R; ++i) {
-    const std::int64_t stream = requests[static_cast<std::size_t>(i)].stream;
-    rngs.emplace_back(cfg.seed, static_cast<std::uint64_t>(stream >= 0 ? stream : i));
+class Gpt2Decoding {
+ public:
+  using value_type = T;
+  using device_type = Device;
+  Gpt2Decoding(const Gpt2<T, Device, Param>& m, const PrefixBank<T, Device>& bank,
+               const std::vector<GenerationRequest>& requests, const GenerateConfig& cfg,
+               std::int64_t slots_per_request)
+      : m_(m),
+        bank_(bank),
+        requests_(requests),
+        cache_(m.config, static_cast<std::int64_t>(requests.size()) * slots_per_request,
+               generation_capacity(m.config, bank, requests, cfg)) {}
+
+  /// The tokens request i's decoding starts from: fed first, and the start of its no-repeat n-gram history.
+  const std::vector<std::int32_t>& start_tokens(std::int64_t i) const {
+    return requests_[static_cast<std::size_t>(i)].prompt;
   }
-  std::vector<std::int64_t> active;
-  std::vector<std::vector<std::int32_t>> feed;
-  for (std::int64_t i = 0; i < R; ++i) {
-    const GenerationRequest& r = requests[static_cast<std::size_t>(i)];
-    cache.reset(i, r.prefix, bank.visible_from(r.prefix, r.prompt.size()));
-    active.push_back(i);
-    feed.push_back(requests[static_cast<std::size_t>(i)].prompt);
+  /// Empties `slot` and binds it to request i.
+  void start(std::int64_t slot, std::int64_t i) {
+    const GenerationRequest& r = requests_[static_cast<std::size_t>(i)];
+    cache_.reset(slot, r.prefix, bank_.visible_from(r.prefix, r.prompt.size()));
   }
-  std::vector<std::int32_t> toks;
-  std::vector<double> logps;
-  std::vector<std::uint8_t> ban_eos;
-  while (!active.empty()) {
-    Tensor<T, Device> logits = gpt2_extend(m, bank, cache, active, feed);
-    const std::int64_t V = logits.size(1), A = static_cast<std::int64_t>(active.size());
-    if (cfg.sample) {  // on the host: the draws come from each request's own Rng stream
-      Tensor<T, Cpu> host = logits.template to<Cpu>();
-      toks.resize(static_cast<std::size_t>(A));
-      logps.resize(static_cast<std::size_t>(A));
-      for (std::int64_t a = 0; a < A; ++a) {
-        const std::int64_t i = active[static_cast<std::size_t>(a)];
-        T* row = host.data() + a * V;
-        process_logits(row, cfg, static_cast<std::int64_t>(out[static_cast<std::size_t>(i)].ids.size()));
-        toks[static_cast<std::size_t>(a)] = sample_token(row, V, cfg, rngs[static_cast<std::size_t>(i)]);
-        logps[static_cast<std::size_t>(a)] =
-            static_cast<double>(row[toks[static_cast<std::size_t>(a)]]) - log_sum_exp_row(row, V);
-      }
-    } else {  // where the logits are: a GPU returns 2 numbers per row instead of V
-      ban_eos.assign(static_cast<std::size_t>(A), 0);
-      for (std::int64_t a = 0; a < A; ++a)
-        ban_eos[static_cast<std::size_t>(a)] =
-            static_cast<std::int64_t>(out[static_cast<std::size_t>(active[static_cast<std::size_t>(a)])].ids.size()) <
-            cfg.min_new_tokens;
-      greedy_select_kernel(Device{}, logits.data(), A, V, cfg, ban_eos, toks, logps);
-    }
-    std::vector<std::int64_t> next_active;
-    std::vector<std::vector<std::int32_t>> next_feed;
-    for (std::size_t a = 0; a < active.size(); ++a) {
-      const std::int64_t i = active[a];
-      Generation& g = out[static_cast<std::size_t>(i)];
-      const std::int32_t tok = toks[a];
-      g.score += logps[a];
-      if (tok == cfg.eos_id) {
-        g.ended = true;
-        continue;
-      }
-      g.ids.push_back(tok);
-      if (static_cast<std::int64_t>(g.ids.size()) >= cfg.max_new_tokens ||
-          cache.length(i) + bank.position_offset(cache.prefix(i)) >= m.config.n_positions)
-        continue;  // the length limit or the end of the context (within the capacity, which covers both)
-      next_active.push_back(i);
-      next_feed.push_back({tok});
-    }
-    active = std::move(next_active);
-    feed = std::move(next_feed);
+  Tensor<T, Device> extend(const std::vector<std::int64_t>& slots,
+                           const std::vector<std::vector<std::int32_t>>& tokens) {
+    return gpt2_extend(m_, bank_, cache_, slots, tokens);
   }
-  return out;
-}
+  void copy_slot(std::int64_t dst, std::int64_t src) { cache_.copy_slot(dst, src); }
+  /// Whether the slot's context is full (no further token fits).
+  bool full(std::int64_t slot) const {
+    return cache_.length(slot) + bank_.position_offset(cache_.prefix(slot)) >= m_.config.n_positions;
+  }
+
+ private:
+  const Gpt2<T, Device, Param>& m_;
+  const PrefixBank<T, Device>& bank_;
+  const std::vector<GenerationRequest>& requests_;
+  KvCache<T, Device> cache_;
+};
 
 }  // namespace detail
 
@@ -115,8 +87,9 @@ std::vector<Generation> generate(const Gpt2<T, Device, Param>& m, const PrefixBa
   cfg.validate(m.config.vocab_size);
   for (std::size_t i = 0; i < requests.size(); ++i) check_generation_request(m, bank, requests[i], i);
   if (requests.empty()) return {};
-  if (cfg.num_beams > 1) return detail::generate_beam(m, bank, requests, cfg);
-  return detail::generate_sampled(m, bank, requests, cfg);
+  detail::Gpt2Decoding<T, Device, Param> engine(m, bank, requests, cfg, cfg.num_beams);
+  if (cfg.num_beams > 1) return detail::generate_beam(engine, requests, cfg);
+  return detail::generate_sampled(engine, requests, cfg);
 }
 
 }  // namespace prefixtune

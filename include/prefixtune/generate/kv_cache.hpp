@@ -24,13 +24,20 @@ template <class T, class Device = Cpu>
 class KvCache {
  public:
   KvCache() = default;
-  KvCache(const Gpt2Config& c, std::int64_t slots, std::int64_t capacity) : dims_{c.n_head, c.head_size(), capacity} {
+  KvCache(const Gpt2Config& c, std::int64_t slots, std::int64_t capacity)
+      : KvCache(c.n_layer, c.n_head, c.head_size(), c.n_positions, slots, capacity) {}
+
+  /// A cache for any causal stack (e.g. BART's decoder): n_layer layers of n_head heads of head_size channels,
+  /// `capacity` tokens per slot, at most `positions` (the model's context).
+  KvCache(std::int64_t n_layer, std::int64_t n_head, std::int64_t head_size, std::int64_t positions, std::int64_t slots,
+          std::int64_t capacity)
+      : dims_{n_head, head_size, capacity} {
     PREFIXTUNE_CHECK(slots >= 1 && capacity >= 1, "KvCache: slots (", slots, ") and capacity (", capacity,
                      ") must be >= 1");
-    PREFIXTUNE_CHECK(capacity <= c.n_positions, "KvCache: capacity ", capacity, " exceeds the model's n_positions ",
-                     c.n_positions);
-    const Shape s{slots, c.n_head, capacity, c.head_size()};
-    for (std::int64_t l = 0; l < c.n_layer; ++l) {
+    PREFIXTUNE_CHECK(capacity <= positions, "KvCache: capacity ", capacity, " exceeds the model's context of ",
+                     positions, " positions");
+    const Shape s{slots, n_head, capacity, head_size};
+    for (std::int64_t l = 0; l < n_layer; ++l) {
       k_.push_back(Tensor<T, Device>(s));
       v_.push_back(Tensor<T, Device>(s));
     }

@@ -28,10 +28,12 @@ struct GenerateConfig {
   double top_p = 1.0;      // 1: off
   std::uint64_t seed = 0;  // a request samples from Rng(seed, its stream): the same with or without batching
   std::int64_t num_beams = 1;
-  double length_penalty = 1.0;        // beam hypothesis score = sum log p / (generated tokens)^length_penalty
-  bool early_stopping = false;        // beam search: stop a request once num_beams hypotheses ended
-  std::vector<std::int32_t> ban_ids;  // never generated (the paper bans 198 and 628: "\n", "\n\n")
-  std::int32_t eos_id = 50256;        // generation of a row ends at this token (not included in the output)
+  double length_penalty = 1.0;            // beam hypothesis score = sum log p / (generated tokens)^length_penalty
+  bool early_stopping = false;            // beam search: stop a request once num_beams hypotheses ended
+  std::vector<std::int32_t> ban_ids;      // never generated (the paper bans 198 and 628: "\n", "\n\n")
+  std::int32_t eos_id = 50256;            // generation of a row ends at this token (not included in the output)
+  std::int64_t no_repeat_ngram_size = 0;  // > 0: no n-gram of the row's decoder sequence appears twice
+  std::int32_t forced_bos_id = -1;        // >= 0: the first generated token is this one (BART's forced_bos_token_id)
 
   void validate(std::int64_t vocab_size) const {
     PREFIXTUNE_CHECK(max_new_tokens >= 1, "generate: max_new_tokens must be >= 1, got ", max_new_tokens);
@@ -44,6 +46,10 @@ struct GenerateConfig {
     PREFIXTUNE_CHECK(num_beams >= 1, "generate: num_beams must be >= 1, got ", num_beams);
     PREFIXTUNE_CHECK(num_beams == 1 || !sample, "generate: beam search with sampling is not supported");
     PREFIXTUNE_CHECK(std::isfinite(length_penalty), "generate: length_penalty must be finite");
+    PREFIXTUNE_CHECK(no_repeat_ngram_size >= 0, "generate: no_repeat_ngram_size must be >= 0, got ",
+                     no_repeat_ngram_size);
+    PREFIXTUNE_CHECK(forced_bos_id >= -1 && forced_bos_id < vocab_size, "generate: forced_bos_id ", forced_bos_id,
+                     " is outside the vocabulary [0, ", vocab_size, ") (-1 = none)");
     PREFIXTUNE_CHECK(eos_id >= 0 && eos_id < vocab_size, "generate: eos_id ", eos_id, " is outside the vocabulary [0, ",
                      vocab_size, ")");
     for (auto id : ban_ids)
@@ -77,6 +83,32 @@ void process_logits(T* logits, const GenerateConfig& cfg, std::int64_t generated
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
   for (auto id : cfg.ban_ids) logits[id] = kNegInf;
   if (generated < cfg.min_new_tokens) logits[cfg.eos_id] = kNegInf;
+}
+
+/// The processors that look at a row's sequence (start tokens, then the generated ones), after process_logits:
+/// the forced first token (every other logit -inf while nothing was generated), and HuggingFace's no-repeat
+/// n-gram rule: a token that would complete an n-gram already present in the sequence becomes -inf.
+template <class T>
+void process_sequence_logits(T* logits, std::int64_t V, const GenerateConfig& cfg,
+                             const std::vector<std::int32_t>& start, const std::vector<std::int32_t>& generated) {
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  if (cfg.forced_bos_id >= 0 && generated.empty()) {
+    const T keep = logits[cfg.forced_bos_id];
+    std::fill(logits, logits + V, kNegInf);
+    logits[cfg.forced_bos_id] = keep;
+  }
+  const std::int64_t n = cfg.no_repeat_ngram_size;
+  const auto L = static_cast<std::int64_t>(start.size() + generated.size());
+  if (n <= 0 || L + 1 < n) return;
+  auto at = [&](std::int64_t i) {
+    const auto s = static_cast<std::int64_t>(start.size());
+    return i < s ? start[static_cast<std::size_t>(i)] : generated[static_cast<std::size_t>(i - s)];
+  };
+  for (std::int64_t i = 0; i + n <= L; ++i) {  // the n-gram at i matches the last n - 1 tokens: ban its end
+    bool same = true;
+    for (std::int64_t j = 0; j < n - 1 && same; ++j) same = at(i + j) == at(L - n + 1 + j);
+    if (same) logits[at(i + n - 1)] = kNegInf;
+  }
 }
 
 /// argmax with the lowest index on ties (torch.argmax's choice).

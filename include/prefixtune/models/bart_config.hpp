@@ -21,7 +21,8 @@ struct BartConfig {
   std::int64_t vocab_size = 50265;
   bool scale_embedding = false;  // multiply token embeddings by sqrt(d_model)
   std::int64_t pad_token_id = 1, bos_token_id = 0, eos_token_id = 2, decoder_start_token_id = 2;
-  double layer_norm_epsilon = 1e-5;  // nn.LayerNorm's default (BART has no config key for it)
+  std::int64_t forced_bos_token_id = -1;  // generation's forced first token (bart-large: 0); -1 = none
+  double layer_norm_epsilon = 1e-5;       // nn.LayerNorm's default (BART has no config key for it)
 
   /// BART's learned positions start at row 2 of embed_positions (a fairseq legacy).
   static constexpr std::int64_t kPositionOffset = 2;
@@ -48,6 +49,8 @@ struct BartConfig {
                                    {"decoder_start_token_id", decoder_start_token_id}})
       PREFIXTUNE_CHECK(in(id, 0, vocab_size - 1), where, ": ", name, "=", id, " is outside the vocabulary [0, ",
                        vocab_size, ")");
+    PREFIXTUNE_CHECK(in(forced_bos_token_id, -1, vocab_size - 1), where, ": forced_bos_token_id=", forced_bos_token_id,
+                     " is outside the vocabulary [0, ", vocab_size, ") (null or absent = none)");
   }
 
   /// Reads a parsed config.json (`where` names the file): model_type must be "bart" (a GPT-2 config is refused
@@ -79,6 +82,7 @@ struct BartConfig {
     get_int("bos_token_id", c.bos_token_id);
     get_int("eos_token_id", c.eos_token_id);
     get_int("decoder_start_token_id", c.decoder_start_token_id);
+    get_int("forced_bos_token_id", c.forced_bos_token_id);
     if (j.contains("scale_embedding")) {
       PREFIXTUNE_CHECK(j["scale_embedding"].is_boolean(), where, ": 'scale_embedding' must be true or false");
       c.scale_embedding = j["scale_embedding"].get<bool>();
