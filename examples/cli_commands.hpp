@@ -209,27 +209,22 @@ RequestLine parse_generate_line(const std::string& line, std::size_t n, const Mo
   return p;
 }
 
-template <class Device>
-int cmd_generate(const std::string& model_dir, const std::string& prefix_path, GenerateConfig cfg,
-                 std::int64_t batch_size, const std::string& instruction) {
-  const Model<Device> m = load_model<Device>(model_dir);
-  const std::vector<std::int32_t> instruction_ids =
-      instruction.empty() ? std::vector<std::int32_t>{} : m.tok.encode(instruction);
-  PrefixBank<float, Device> bank(m.gpt2.config);
-  const std::int64_t prefix_index =
-      prefix_path.empty() ? kNoPrefix : bank.add(load_prefix<float>(prefix_path, m.gpt2.config), prefix_path);
-  cfg.validate(m.gpt2.config.vocab_size);
+/// The stdin loop of `prefixtune generate`: JSON lines parsed by parse(line, n) into RequestLines, the good ones
+/// served batch_size at a time by serve(lines) (which writes every line in order and returns the new tokens), a
+/// summary on stderr.
+template <class Parse, class Serve>
+int serve_stdin(std::int64_t batch_size, Parse&& parse, Serve&& serve) {
   std::vector<RequestLine> pending;
   std::int64_t ready = 0, batches = 0, tokens = 0, requests = 0, errors = 0;
   const auto flush = [&] {
-    tokens += serve_request_lines(pending, m.gpt2, m.tok, bank, cfg).tokens;
+    tokens += serve(pending);
     batches += ready > 0;
     ready = 0;
   };
   std::string line;
   for (std::size_t n = 1; std::getline(std::cin, line); ++n) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    pending.push_back(parse_generate_line(line, n, m, bank, prefix_index, instruction_ids));
+    pending.push_back(parse(line, n));
     ++requests;
     if (pending.back().ok) {
       ++ready;
@@ -243,6 +238,24 @@ int cmd_generate(const std::string& model_dir, const std::string& prefix_path, G
                static_cast<long long>(requests), static_cast<long long>(errors), static_cast<long long>(batches),
                static_cast<long long>(tokens));
   return 0;
+}
+
+template <class Device>
+int cmd_generate(const std::string& model_dir, const std::string& prefix_path, GenerateConfig cfg,
+                 std::int64_t batch_size, const std::string& instruction) {
+  const Model<Device> m = load_model<Device>(model_dir);
+  const std::vector<std::int32_t> instruction_ids =
+      instruction.empty() ? std::vector<std::int32_t>{} : m.tok.encode(instruction);
+  PrefixBank<float, Device> bank(m.gpt2.config);
+  const std::int64_t prefix_index =
+      prefix_path.empty() ? kNoPrefix : bank.add(load_prefix<float>(prefix_path, m.gpt2.config), prefix_path);
+  cfg.validate(m.gpt2.config.vocab_size);
+  return serve_stdin(
+      batch_size,
+      [&](const std::string& line, std::size_t n) {
+        return parse_generate_line(line, n, m, bank, prefix_index, instruction_ids);
+      },
+      [&](std::vector<RequestLine>& lines) { return serve_request_lines(lines, m.gpt2, m.tok, bank, cfg).tokens; });
 }
 
 }  // namespace prefixtune_cli

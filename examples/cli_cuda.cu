@@ -2,6 +2,7 @@
 // The CLI's model commands on the GPU: the same templates as on the CPU, instantiated on Cuda by nvcc.
 #include <prefixtune/cuda.cuh>
 
+#include "cli_bart.hpp"
 #include "cli_cuda.hpp"
 
 namespace prefixtune_cli {
@@ -16,6 +17,13 @@ int cmd_train_cuda(const TrainOptions& options) { return cmd_train<Cuda>(options
 int cmd_generate_cuda(const std::string& model_dir, const std::string& prefix_path, GenerateConfig cfg,
                       std::int64_t batch_size, const std::string& instruction) {
   return cmd_generate<Cuda>(model_dir, prefix_path, cfg, batch_size, instruction);
+}
+
+int cmd_train_bart_cuda(const TrainOptions& options) { return cmd_train_bart<Cuda>(options); }
+
+int cmd_generate_bart_cuda(const std::string& model_dir, const std::string& prefix_path, GenerateConfig cfg,
+                           std::int64_t batch_size) {
+  return cmd_generate_bart<Cuda>(model_dir, prefix_path, cfg, batch_size);
 }
 
 }  // namespace prefixtune_cli

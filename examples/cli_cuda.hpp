@@ -16,6 +16,9 @@ int cmd_score_cuda(const std::string& model_dir, const std::string& prefix_path,
 int cmd_train_cuda(const TrainOptions& options);
 int cmd_generate_cuda(const std::string& model_dir, const std::string& prefix_path, GenerateConfig cfg,
                       std::int64_t batch_size, const std::string& instruction);
+int cmd_train_bart_cuda(const TrainOptions& options);
+int cmd_generate_bart_cuda(const std::string& model_dir, const std::string& prefix_path, GenerateConfig cfg,
+                           std::int64_t batch_size);
 #else
 [[noreturn]] inline void no_cuda() {
   PREFIXTUNE_FAIL(
@@ -32,6 +35,14 @@ int cmd_train_cuda(const Args&...) {
 }
 template <class... Args>
 int cmd_generate_cuda(const Args&...) {
+  no_cuda();
+}
+template <class... Args>
+int cmd_train_bart_cuda(const Args&...) {
+  no_cuda();
+}
+template <class... Args>
+int cmd_generate_bart_cuda(const Args&...) {
   no_cuda();
 }
 #endif

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "cli_bart.hpp"
 #include "cli_commands.hpp"
 #include "cli_cuda.hpp"
 
@@ -74,7 +75,7 @@ int cmd_inspect(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"prefixtune: prefix-tuning of frozen GPT-2 models (Li & Liang 2021)"};
+  CLI::App app{"prefixtune: prefix-tuning of frozen GPT-2 and BART models (Li & Liang 2021)"};
   app.require_subcommand(1);
   std::string model, prefix, data, out, device = "cpu";
   std::int64_t batch = 8;
@@ -104,7 +105,10 @@ int main(int argc, char** argv) {
   auto* tr = app.add_subcommand("train",
                                 "prefix-tune a frozen model (or a variant / baseline, --method); saves the best "
                                 "validated (merged) prefix");
-  tr->add_option("--model", topt.model_dir, "HuggingFace GPT-2 folder")->required();
+  tr->add_option("--model", topt.model_dir,
+                 "HuggingFace GPT-2 folder, or BART folder (model_type \"bart\" in config.json: the paper's three "
+                 "prefixes, encoder / decoder / cross, saved as one seq2seq prefix file)")
+      ->required();
   tr->add_option("--train", topt.train_path, "training data (E2E lines or JSON lines)")->required();
   tr->add_option("--valid", topt.valid_path, "validation data");
   tr->add_option("--out", topt.out, "where the merged prefix goes (safetensors); a model folder for full, ft-top2")
@@ -140,6 +144,9 @@ int main(int argc, char** argv) {
                             ->capture_default_str();
   tr->add_option("--weight-decay", cfg.weight_decay)->capture_default_str();
   tr->add_option("--max-grad-norm", cfg.max_grad_norm)->capture_default_str();
+  tr->add_option("--label-smoothing", cfg.label_smoothing, "label smoothing epsilon of the training loss (BART only)")
+      ->check(CLI::Range(0.0, 0.999))
+      ->capture_default_str();
   tr->add_option("--eval-every", cfg.eval_every, "validation every N steps (0: every epoch)")->capture_default_str();
   tr->add_option("--seed", cfg.seed)->capture_default_str();
   tr->add_option("--max-length", topt.max_length, "truncate sources so examples fit (0: no limit)")
@@ -162,7 +169,10 @@ int main(int argc, char** argv) {
       "\"prompt\" (raw text, <|endoftext|> parsed) on stdin -> the same lines with \"text\" and \"ids\" (the new "
       "tokens, without the end token), in input order; a bad line gets an \"error\" field instead (\"request N\" "
       "in a message is input line N) and the others are still served");
-  gen->add_option("--model", model, "HuggingFace GPT-2 folder")->required();
+  gen->add_option("--model", model,
+                  "HuggingFace GPT-2 folder, or BART folder (lines need \"source\", encoded as <s> source </s>; the "
+                  "text leaves out <s>, </s>, <pad>)")
+      ->required();
   gen->add_option("--prefix", prefix, "prefix file or PEFT adapter folder (none: the bare model)");
   auto* greedy = gen->add_flag("--greedy", "greedy decoding (the default)");
   auto* beam = gen->add_option("--beam", gen_cfg.num_beams, "beam search with N beams")->check(CLI::PositiveNumber);
@@ -180,15 +190,28 @@ int main(int argc, char** argv) {
     s->excludes(beam);
   }
   beam->excludes(greedy);
-  gen->add_option("--max-new-tokens", gen_cfg.max_new_tokens, "most tokens generated per line")
-      ->required()
-      ->check(CLI::PositiveNumber);
-  gen->add_option("--min-new-tokens", gen_cfg.min_new_tokens, "the end token is banned before this many")
-      ->capture_default_str();
+  auto* max_new = gen->add_option("--max-new-tokens", gen_cfg.max_new_tokens,
+                                  "most tokens generated per line (required, except with --xsum)")
+                      ->check(CLI::PositiveNumber);
+  bool xsum = false;
+  auto* xsum_flag = gen->add_flag("--xsum", xsum,
+                                  "BART: the paper's XSUM decoding (beam 6, HF max_length 62 / min_length 11 = 61 / "
+                                  "10 new tokens, no repeated 3-gram, length penalty 1, early stopping); later "
+                                  "decoding options override it");
+  xsum_flag->excludes(greedy);
+  for (CLI::Option* s : {temperature, top_k, top_p, seed}) s->excludes(xsum_flag);
+  auto* no_repeat = gen->add_option("--no-repeat-ngram", gen_cfg.no_repeat_ngram_size,
+                                    "never repeat an n-gram of the decoded sequence (0: off)")
+                        ->check(CLI::NonNegativeNumber);
+  auto* min_new =
+      gen->add_option("--min-new-tokens", gen_cfg.min_new_tokens, "the end token is banned before this many")
+          ->capture_default_str();
   gen->add_option("--ban-ids", gen_cfg.ban_ids, "token ids never generated, comma-separated (the paper: 198,628)")
       ->delimiter(',');
-  gen->add_option("--length-penalty", gen_cfg.length_penalty, "beam score = log p / length^X")->capture_default_str();
-  gen->add_option("--eos-id", gen_cfg.eos_id, "generation of a line ends at this token")->capture_default_str();
+  auto* length_penalty = gen->add_option("--length-penalty", gen_cfg.length_penalty, "beam score = log p / length^X")
+                             ->capture_default_str();
+  auto* eos = gen->add_option("--eos-id", gen_cfg.eos_id,
+                              "generation of a line ends at this token (default: 50256; BART: its eos_token_id)");
   gen->add_option("--instruction", instruction, instruction_help);
   gen->add_option("--batch-size", gen_batch, "lines per generate call (one batch)")
       ->capture_default_str()
@@ -216,10 +239,30 @@ int main(int argc, char** argv) {
         if (max_steps_opt->count() == 0) cfg.max_steps = 400;
         if (warmup_opt->count() == 0) cfg.warmup_steps = cfg.max_steps / 4;  // 100 of 400
       }
+      if (model_type_of(topt.model_dir) == "bart") return cuda ? cmd_train_bart_cuda(topt) : cmd_train_bart<Cpu>(topt);
       return cuda ? cmd_train_cuda(topt) : cmd_train<Cpu>(topt);
     }
     if (*gen) {
       gen_cfg.sample = temperature->count() + top_k->count() + top_p->count() + seed->count() > 0;
+      PREFIXTUNE_CHECK(max_new->count() > 0 || xsum, "generate: --max-new-tokens is required (or --xsum)");
+      if (model_type_of(model) == "bart") {
+        PREFIXTUNE_CHECK(instruction.empty(), "generate: --instruction applies to GPT-2 models only");
+        const BartConfig bc = load_bart_config(model);
+        GenerateConfig b = xsum ? bart_xsum_config(bc) : bart_generate_config(bc);
+        if (eos->count() == 0) gen_cfg.eos_id = b.eos_id;
+        if (xsum) {  // the preset, then whatever was given explicitly
+          if (beam->count() == 0) gen_cfg.num_beams = b.num_beams;
+          if (max_new->count() == 0) gen_cfg.max_new_tokens = b.max_new_tokens;
+          if (min_new->count() == 0) gen_cfg.min_new_tokens = b.min_new_tokens;
+          if (no_repeat->count() == 0) gen_cfg.no_repeat_ngram_size = b.no_repeat_ngram_size;
+          if (length_penalty->count() == 0) gen_cfg.length_penalty = b.length_penalty;
+          gen_cfg.early_stopping = b.early_stopping;
+        }
+        gen_cfg.forced_bos_id = b.forced_bos_id;
+        return cuda ? cmd_generate_bart_cuda(model, prefix, gen_cfg, gen_batch)
+                    : cmd_generate_bart<Cpu>(model, prefix, gen_cfg, gen_batch);
+      }
+      PREFIXTUNE_CHECK(!xsum, "generate: --xsum is BART's summarization preset; ", model, " is not a BART folder");
       return cuda ? cmd_generate_cuda(model, prefix, gen_cfg, gen_batch, instruction)
                   : cmd_generate<Cpu>(model, prefix, gen_cfg, gen_batch, instruction);
     }

@@ -5,6 +5,7 @@
 
 #include <prefixtune/prefixtune.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <iostream>
@@ -45,11 +46,14 @@ struct BatchResult {
 };
 
 /// Generates the good lines of `lines` in one call and writes every line, in order, to stdout; a failure of the
-/// call itself (after every request was checked) marks each good line with its error. Empties `lines`.
-template <class Device>
-BatchResult serve_request_lines(std::vector<RequestLine>& lines, const prefixtune::Gpt2<float, Device>& model,
-                                const prefixtune::Gpt2Tokenizer& tok, const prefixtune::PrefixBank<float, Device>& bank,
-                                const prefixtune::GenerateConfig& cfg) {
+/// call itself (after every request was checked) marks each good line with its error. Empties `lines`. Model and
+/// Bank: a Gpt2 and a PrefixBank, or a Bart and a Seq2SeqBank; `unprinted` ids stay out of "text" (BART's special
+/// tokens, as HuggingFace's skip_special_tokens) but are kept in "ids".
+template <class Model, class Bank>
+BatchResult serve_request_lines(std::vector<RequestLine>& lines, const Model& model,
+                                const prefixtune::Gpt2Tokenizer& tok, const Bank& bank,
+                                const prefixtune::GenerateConfig& cfg,
+                                const std::vector<std::int32_t>& unprinted = {}) {
   std::vector<prefixtune::GenerationRequest> requests;
   for (const auto& p : lines)
     if (p.ok) requests.push_back(p.request);
@@ -70,7 +74,10 @@ BatchResult serve_request_lines(std::vector<RequestLine>& lines, const prefixtun
   for (auto& p : lines) {
     if (p.ok && failure.empty()) {
       const prefixtune::Generation& g = gens[r++];
-      p.out["text"] = tok.decode_lossy(g.ids);
+      std::vector<std::int32_t> shown;
+      for (auto id : g.ids)
+        if (std::find(unprinted.begin(), unprinted.end(), id) == unprinted.end()) shown.push_back(id);
+      p.out["text"] = tok.decode_lossy(shown);
       p.out["ids"] = g.ids;
       result.tokens += static_cast<std::int64_t>(g.ids.size());
     } else if (p.ok) {

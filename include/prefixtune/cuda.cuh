@@ -7,6 +7,7 @@
 
 #include "prefixtune/backend/cuda/attention.cuh"
 #include "prefixtune/backend/cuda/cached_attention.cuh"
+#include "prefixtune/backend/cuda/cross_attention.cuh"
 #include "prefixtune/backend/cuda/cross_entropy.cuh"
 #include "prefixtune/backend/cuda/elementwise.cuh"
 #include "prefixtune/backend/cuda/launch.cuh"

@@ -44,6 +44,7 @@
 #include "prefixtune/prefix/prefix_bank.hpp"
 #include "prefixtune/prefix/prefix_io.hpp"
 #include "prefixtune/prefix/seq2seq_bank.hpp"
+#include "prefixtune/prefix/seq2seq_io.hpp"
 #include "prefixtune/prefix/seq2seq_prefix.hpp"
 #include "prefixtune/train/adamw.hpp"
 #include "prefixtune/train/bleu.hpp"

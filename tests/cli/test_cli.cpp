@@ -16,43 +16,19 @@
 #include <sstream>
 #include <thread>
 
+#include "cli/cli_util.hpp"
 #include "prefixtune/prefixtune.hpp"
 #include "test_util.hpp"
 
 using namespace prefixtune;
+using test::json_lines;
+using test::Run;
+using test::run;
+using test::run_program;
 using test::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct Run {
-  int status = -1;
-  std::string output;  // stdout and stderr together
-};
-
-Run run_program(const std::string& program, const std::string& args) {
-  const std::string cmd = program + " " + args + " 2>&1";
-  Run r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
-
-Run run(const std::string& args) { return run_program(PREFIXTUNE_CLI, args); }
-
-std::vector<nlohmann::json> json_lines(const std::string& text) {
-  std::vector<nlohmann::json> v;
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty() && line[0] == '{') v.push_back(nlohmann::json::parse(line));
-  return v;
-}
 
 // A tiny random GPT-2 with GPT-2's real vocabulary, in a HuggingFace folder.
 std::string make_model(const TempDir& dir) {

@@ -298,6 +298,51 @@ TEST_CASE("CUDA fused LM head + cross-entropy equals the CPU kernel, in chunks")
         }).find("label 1003") != std::string::npos);
 }
 
+TEST_CASE("CUDA fused cross-entropy with label smoothing and a logits bias equals the CPU kernel") {
+  Rng rng(6);
+  const std::int64_t B = 2, T = 9, C = 40, V = 1003;
+  auto h = rnd({B, T, C}, rng), E = rnd({V, C}, rng, -0.5, 0.5), bias = rnd({V}, rng, -2, 2);
+  auto labels = Tensor<std::int32_t>::zeros({B, T});
+  for (std::int64_t i = 0; i < B * T; ++i)
+    labels.data()[i] = i % 3 == 1 ? kIgnoreLabel : static_cast<std::int32_t>((i * 41) % V);
+  auto dh = dev(h), dE = dev(E), dbias = dev(bias);
+  auto dl = dev(labels);
+  struct Case {
+    double eps;
+    bool biased;
+  };
+  for (const Case k : {Case{0.1, true}, Case{0.1, false}, Case{0.0, true}, Case{0.3, true}})
+    for (Reduction red : {Reduction::SumPerSequenceMeanBatch, Reduction::MeanPerToken})
+      for (std::int64_t chunk : {std::int64_t{4}, std::int64_t{128}}) {
+        INFO("eps=", k.eps, " biased=", k.biased, " reduction=", int(red), " chunk_rows=", chunk);
+        const CrossEntropyOptions<float, Cpu> o{k.eps, k.biased ? bias : Tensor<float>()};
+        const CrossEntropyOptions<float, Cuda> d_o{k.eps, k.biased ? dbias : Tensor<float, Cuda>()};
+        auto r = cross_entropy_forward(h, E, labels, red, true, true, o, chunk);
+        auto dr = cross_entropy_forward(dh, dE, dl, red, true, true, d_o, chunk);
+        CHECK(std::abs(dr.loss - r.loss) < 1e-5 * (1 + std::abs(r.loss)));
+        CHECK(dr.num_labels == r.num_labels);
+        CHECK(diff(dr.dh, r.dh) < kTol);
+        CHECK(diff(dr.dE, r.dE) < kTol);
+        auto forward_only = cross_entropy_forward(dh, dE, dl, red, false, false, d_o, chunk);
+        CHECK(forward_only.loss == dr.loss);
+        if (k.biased) {
+          auto pp = cross_entropy_per_position(h, E, labels, bias, chunk);
+          auto dpp = cross_entropy_per_position(dh, dE, dl, dbias, chunk);
+          CHECK(diff(dpp, pp) < kTol);
+        }
+      }
+  // options off: the plain kernel, bit for bit
+  auto plain = cross_entropy_forward(dh, dE, dl, Reduction::MeanPerToken, true, true);
+  auto off = cross_entropy_forward(dh, dE, dl, Reduction::MeanPerToken, true, true, CrossEntropyOptions<float, Cuda>{});
+  CHECK(off.loss == plain.loss);
+  CHECK(off.dh.to_vector() == plain.dh.to_vector());
+  CHECK(off.dE.to_vector() == plain.dE.to_vector());
+  CHECK(test::error_of([&] {
+          cross_entropy_forward(dh, dE, dl, Reduction::MeanPerToken, true, false,
+                                CrossEntropyOptions<float, Cuda>{0.1, Tensor<float, Cuda>::zeros({V + 1})});
+        }).find("logits bias shape (1004)") != std::string::npos);
+}
+
 TEST_CASE("the caching allocator reuses freed blocks: no cudaMalloc in steady state") {
   for (int i = 0; i < 3; ++i) {  // warm-up: the size classes get their blocks
     Tensor<float, Cuda> a({1000, 1000}), b({37});

@@ -4,6 +4,7 @@
 // independent PyTorch BART (tests/reference/bart_prefix_reference.py) when --reference=DIR holds it.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -11,6 +12,7 @@
 
 #include "models/parity_util.hpp"
 #include "prefixtune/autograd/gradcheck.hpp"
+#include "prefixtune/generate/bart_generate.hpp"
 #include "prefixtune/models/bart_io.hpp"
 #include "prefixtune/models/gpt2_io.hpp"
 #include "prefixtune/prefix/seq2seq_prefix.hpp"
@@ -48,6 +50,26 @@ Batch tiny_batch(const BartConfig& c) {
   b.decoder_inputs = shift_tokens_right(b.labels, static_cast<std::int32_t>(c.pad_token_id),
                                         static_cast<std::int32_t>(c.decoder_start_token_id));
   return b;
+}
+
+/// The per-token mean over labels != -100 of (1 - eps) (-log_softmax(z)[label]) + eps mean_v(-log_softmax(z)_v),
+/// by hand in double from logits z (B, T, V): PyTorch's F.cross_entropy(..., label_smoothing=eps).
+double hand_loss(const Tensor<double>& logits, const Tensor<std::int32_t>& labels, double eps = 0) {
+  const std::int64_t V = logits.size(2);
+  double sum = 0;
+  int n = 0;
+  for (std::int64_t r = 0; r < labels.size(0); ++r)
+    for (std::int64_t t = 0; t < labels.size(1); ++t) {
+      if (labels(r, t) < 0) continue;
+      double mx = -1e300, z = 0, nll_all = 0;
+      for (std::int64_t v = 0; v < V; ++v) mx = std::max(mx, logits(r, t, v));
+      for (std::int64_t v = 0; v < V; ++v) z += std::exp(logits(r, t, v) - mx);
+      const double lse = mx + std::log(z);
+      for (std::int64_t v = 0; v < V; ++v) nll_all += lse - logits(r, t, v);
+      sum += (1 - eps) * (lse - logits(r, t, labels(r, t))) + eps * nll_all / static_cast<double>(V);
+      ++n;
+    }
+  return sum / n;
 }
 
 /// Three direct (P, 2*L*C) tables as trainable Vars.
@@ -138,22 +160,19 @@ TEST_CASE("BART: shift_tokens_right, loss and logits agree; bad inputs name the 
   const auto h = bart_decode(tape, m, b.decoder_inputs, memory, b.mask);
   const double loss = bart_loss(tape, m, h, b.labels).value().item();
   const auto logits = bart_logits(m, h.value());
-  double sum = 0;
-  int n = 0;
-  for (std::int64_t r = 0; r < 2; ++r)
-    for (std::int64_t t = 0; t < 4; ++t) {
-      if (b.labels(r, t) < 0) continue;
-      double mx = -1e300, z = 0;
-      for (std::int64_t v = 0; v < c.vocab_size; ++v) mx = std::max(mx, logits(r, t, v));
-      for (std::int64_t v = 0; v < c.vocab_size; ++v) z += std::exp(logits(r, t, v) - mx);
-      sum += mx + std::log(z) - logits(r, t, b.labels(r, t));
-      ++n;
-    }
-  CHECK(loss == doctest::Approx(sum / n).epsilon(1e-12));
+  CHECK(loss == doctest::Approx(hand_loss(logits, b.labels)).epsilon(1e-12));
   m.final_logits_bias(3) = 0.5;
   CHECK(bart_logits(m, h.value())(0, 0, 3) == doctest::Approx(logits(0, 0, 3) + 0.5).epsilon(1e-12));
-  CHECK(error_of([&] { (void)bart_loss(tape, m, h, b.labels); }).find("final_logits_bias is not zero") !=
-        std::string::npos);
+  // A random non-zero final_logits_bias goes into the fused loss; label smoothing as PyTorch's.
+  fill_uniform(m.final_logits_bias, rng, -2.0, 2.0);
+  const auto biased = bart_logits(m, h.value());
+  CHECK(std::abs(biased(1, 1, 5) - logits(1, 1, 5) - m.final_logits_bias(5)) < 1e-12);
+  CHECK(bart_loss(tape, m, h, b.labels).value().item() == doctest::Approx(hand_loss(biased, b.labels)).epsilon(1e-12));
+  CHECK(bart_loss(tape, m, h, b.labels, 0.1).value().item() ==
+        doctest::Approx(hand_loss(biased, b.labels, 0.1)).epsilon(1e-12));
+  CHECK(std::abs(hand_loss(biased, b.labels) - hand_loss(logits, b.labels)) > 1e-3);  // the bias matters
+  CHECK(std::abs(hand_loss(biased, b.labels, 0.1) - hand_loss(biased, b.labels)) > 1e-3);
+  CHECK(error_of([&] { (void)bart_loss(tape, m, h, b.labels, 1.0); }).find("label_smoothing") != std::string::npos);
   auto long_ids = Tensor<std::int32_t>::zeros({1, 13});
   CHECK(error_of([&] { (void)bart_encode(tape, m, long_ids, {}); }).find("max_position_embeddings = 12") !=
         std::string::npos);
@@ -254,6 +273,36 @@ TEST_CASE("train_bart_prefix: the loss falls, validation keeps the best tables, 
         std::string::npos);
 }
 
+TEST_CASE("train_bart_prefix: label_smoothing smooths the training loss only, validation stays the plain NLL") {
+  const BartConfig c = tiny_bart();
+  Rng rng(8);
+  auto m = random_bart<double>(c, rng, 0.3);
+  fill_uniform(m.final_logits_bias, rng, -1.0, 1.0);  // a biased model trains too
+  const auto train = copy_pairs(6, rng), valid = copy_pairs(3, rng);
+  PrefixConfig pc;
+  pc.length = 2, pc.mid = 8;
+  TrainConfig cfg;
+  cfg.epochs = 1, cfg.batch_size = 6, cfg.lr = 0.0;  // one step over the whole set, no update
+  cfg.label_smoothing = 0.2;
+  Rng r1(3);
+  auto prefix = Seq2SeqPrefix<double>::create(pc, c, r1);
+  const auto r = train_bart_prefix(m, prefix, train, valid, cfg);
+  REQUIRE(r.losses.size() == 1);
+  std::vector<std::size_t> order(train.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  const auto all = make_seq2seq_batch(train, order, 0, train.size(), c);
+  Tape<double> tape;
+  const auto kv = seq2seq_prefix_kv(tape, prefix.merged(), c);
+  const double smoothed = bart_batch_loss(tape, m, kv, all, 0.2).value().item();
+  const double plain = bart_batch_loss(tape, m, kv, all).value().item();
+  CHECK(r.losses[0] == doctest::Approx(smoothed).epsilon(1e-12));  // the same tokens in another order
+  CHECK(std::abs(smoothed - plain) > 1e-3);
+  CHECK(r.best_valid_loss == evaluate_bart_prefix(m, prefix.merged(), valid, cfg.batch_size));
+  cfg.label_smoothing = 1.0;
+  CHECK(error_of([&] { (void)train_bart_prefix(m, prefix, train, {}, cfg); }).find("label_smoothing") !=
+        std::string::npos);
+}
+
 TEST_CASE("encode_seq2seq: BART's <s> / </s> from the vocabulary, a GPT-2 vocabulary is refused") {
   TempDir dir;
   const std::string bpe = (std::filesystem::path(__FILE__).parent_path().parent_path() / "data/gpt2-bpe/").string();
@@ -303,6 +352,11 @@ TEST_CASE("PyTorch parity: BART with three prefixes (logits, loss, the three gra
   CHECK(rel_err(bart_logits(m, h.value()), f.load<double>("logits_prefix")) < 1e-10);
   auto loss = bart_loss(tape, m, h, labels);
   CHECK(loss.value().item() == doctest::Approx(f.load<double>("loss_mean_prefix").to_vector()[0]).epsilon(1e-10));
+  {  // HF's LabelSmoother at epsilon 0.1 (not recorded: the gradients below are of loss_mean_prefix)
+    NoGradGuard ng;
+    CHECK(bart_loss(tape, m, h, labels, 0.1).value().item() ==
+          doctest::Approx(f.load<double>("loss_smoothed_prefix").to_vector()[0]).epsilon(1e-10));
+  }
   tape.backward(loss);
   CHECK(rel_err(t.enc.grad(), f.load<double>("grad.prefix.encoder")) < 1e-8);
   CHECK(rel_err(t.dec.grad(), f.load<double>("grad.prefix.decoder")) < 1e-8);
@@ -316,6 +370,11 @@ TEST_CASE("PyTorch parity: BART with three prefixes (logits, loss, the three gra
     CHECK(bart_has_logits_bias(mb));
     const auto hb = bart_decode(t2, mb, decoder_inputs, bart_encode(t2, mb, source, mask), mask);
     CHECK(rel_err(bart_logits(mb, hb.value()), f.load<double>("logits_bias_noprefix")) < 1e-10);
+    const auto ref_bias_logits = f.load<double>("logits_bias_noprefix");
+    CHECK(bart_loss(t2, mb, hb, labels).value().item() ==
+          doctest::Approx(hand_loss(ref_bias_logits, labels)).epsilon(1e-10));
+    CHECK(bart_loss(t2, mb, hb, labels, 0.1).value().item() ==
+          doctest::Approx(hand_loss(ref_bias_logits, labels, 0.1)).epsilon(1e-10));
   }
   {  // greedy decoding with the three prefixes, recomputing the decoder at every step
     NoGradGuard ng;
@@ -350,6 +409,35 @@ TEST_CASE("PyTorch parity: BART with three prefixes (logits, loss, the three gra
       CHECK(std::vector<std::int64_t>(out.begin(), out.end()) == want);
     }
   }
+  {  // cached generation in one batch (both sources, the reference's tables as one bank entry): beam search and
+     // greedy with the sequence processors, as the reference's search_generate (ids exact, scores 1e-10)
+    Seq2SeqBank<double> bank(c);
+    bank.add(Seq2SeqTables<double>{
+        {Var<double>(t.enc.value())}, {Var<double>(t.dec.value())}, {Var<double>(t.cross.value())}});
+    std::vector<GenerationRequest> requests;
+    for (std::int64_t row = 0; row < 2; ++row) {
+      GenerationRequest r;
+      for (std::int64_t s = 0; s < source.size(1) && mask(row, s); ++s) r.prompt.push_back(source(row, s));
+      r.prefix = 0;
+      requests.push_back(r);
+    }
+    GenerateConfig beam = bart_generate_config(c, 7);  // BEAM in the reference
+    beam.num_beams = 3, beam.min_new_tokens = 3, beam.no_repeat_ngram_size = 2, beam.length_penalty = 1.0;
+    beam.early_stopping = true, beam.forced_bos_id = -1;
+    GenerateConfig greedy = bart_generate_config(c, 8);  // GREEDY_PROC: forced BOS from the config
+    CHECK(greedy.forced_bos_id == 0);
+    greedy.min_new_tokens = 2, greedy.no_repeat_ngram_size = 2;
+    for (const auto& [name, cfg] : {std::pair<std::string, GenerateConfig>{"beam", beam}, {"greedy_proc", greedy}}) {
+      CAPTURE(name);
+      const auto got = generate(m, bank, requests, cfg);
+      const auto scores = f.load<double>(name + ".score").to_vector();
+      for (std::size_t row = 0; row < 2; ++row) {
+        const auto want = f.load<std::int64_t>(name + ".ids" + std::to_string(row)).to_vector();
+        CHECK(std::vector<std::int64_t>(got[row].ids.begin(), got[row].ids.end()) == want);
+        CHECK(got[row].score == doctest::Approx(scores[row]).epsilon(1e-10));
+      }
+    }
+  }
   // Float: logits 1e-5, gradients 1e-4.
   const auto mf = load_bart<float>(dir);
   Var<float> ef(f.load<float>("prefix.encoder"), true), df(f.load<float>("prefix.decoder"), true),
@@ -366,4 +454,37 @@ TEST_CASE("PyTorch parity: BART with three prefixes (logits, loss, the three gra
   CHECK(rel_err(ef.grad(), f.load<double>("grad.prefix.encoder")) < 1e-4);
   CHECK(rel_err(df.grad(), f.load<double>("grad.prefix.decoder")) < 1e-4);
   CHECK(rel_err(cf.grad(), f.load<double>("grad.prefix.cross")) < 1e-4);
+}
+
+TEST_CASE("save_bart writes HuggingFace's layout: load_bart reads back the same model (tied and untied heads)") {
+  Rng rng(21);
+  BartConfig c = tiny_bart();
+  c.forced_bos_token_id = 0;
+  c.scale_embedding = true;
+  for (bool untied : {false, true}) {
+    CAPTURE(untied);
+    auto m = random_bart<double>(c, rng, 0.3);
+    fill_normal(m.final_logits_bias, rng, 0.0, 0.5);
+    if (untied) {
+      m.lm_head = Tensor<double>::empty(m.shared.shape());
+      fill_normal(m.lm_head, rng, 0.0, 0.3);
+    }
+    TempDir dir;
+    save_bart(dir.file("m"), m, DType::F64);  // F64: every bit kept
+    const auto back = load_bart<double>(dir.file("m"));
+    CHECK(back.config.to_json() == c.to_json());
+    CHECK(back.lm_head.defined() == untied);
+    const Batch b = tiny_batch(c);
+    NoGradGuard ng;
+    Tape<double> tape;
+    auto logits = [&](const Bart<double>& x) {
+      return bart_logits(x,
+                         bart_decode(tape, x, b.decoder_inputs, bart_encode(tape, x, b.source, b.mask), b.mask).value())
+          .to_vector();
+    };
+    CHECK(logits(back) == logits(m));  // every weight in its place, bit for bit
+    const auto names = SafeTensorsFile::open(dir.file("m/model.safetensors")).names();
+    CHECK(std::count(names.begin(), names.end(), "model.decoder.layers.0.encoder_attn.k_proj.weight") == 1);
+    CHECK(std::count(names.begin(), names.end(), "lm_head.weight") == (untied ? 1 : 0));
+  }
 }

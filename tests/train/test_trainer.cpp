@@ -86,6 +86,15 @@ TEST_CASE("train_prefix rejects bad settings and data") {
   cfg.batch_size = 0;
   CHECK(error_of([&] { (void)train_prefix(s.model, enc, s.train, {}, cfg); }).find("batch_size") != std::string::npos);
   CHECK(error_of([&] { (void)train_prefix(s.model, enc, {}, {}, TrainConfig{}); }).find("empty") != std::string::npos);
+  TrainConfig smooth;
+  smooth.label_smoothing = 0.1;  // applied by train_bart_prefix only: refused rather than ignored
+  CHECK(error_of([&] {
+          (void)train_prefix(s.model, enc, s.train, {}, smooth);
+        }).find("label_smoothing 0.1 is not supported by this trainer") != std::string::npos);
+  smooth.label_smoothing = -0.5;
+  CHECK(error_of([&] {
+          (void)train_prefix(s.model, enc, s.train, {}, smooth);
+        }).find("label_smoothing must be finite and in [0, 1)") != std::string::npos);
   auto bad = s.train;
   bad[3].ids[0] = 77;  // outside the vocabulary
   TrainConfig one;

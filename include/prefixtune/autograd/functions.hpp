@@ -386,19 +386,21 @@ detail::var_t<Q> cross_attention(detail::tape_t<Q>& tape, const Q& q, const KV& 
   return y;
 }
 
-/// The fused LM head + cross-entropy: logits = h E^T only at positions whose label is not -100, in chunks.
-/// h (B, T, C), E (V, C) (GPT-2's tied wte), labels (B, T) aligned with h. Returns the scalar loss (shape ()).
+/// The fused LM head + cross-entropy: logits = h E^T (+ options.bias, frozen) only at positions whose label is
+/// not -100, in chunks, with options.label_smoothing as in cross_entropy_forward. h (B, T, C), E (V, C) (GPT-2's
+/// tied wte), labels (B, T) aligned with h, options.bias (V) or undefined. Returns the scalar loss (shape ()).
 template <class H, class E>
 detail::var_t<H> cross_entropy(detail::tape_t<H>& tape, const H& h, const E& embedding_matrix,
                                const Tensor<std::int32_t, detail::device_t<H>>& labels, Reduction reduction,
+                               const CrossEntropyOptions<detail::value_t<H>, detail::device_t<H>>& options,
                                std::int64_t chunk_rows = 128) {
   static_assert(detail::same_kind_v<H, E>, "cross_entropy: h and E must share element type and device");
   using T = detail::value_t<H>;
   using D = detail::device_t<H>;
   const bool rec = detail::should_record(h, embedding_matrix);
-  auto result = std::make_shared<CrossEntropyResult<T, D>>(
-      cross_entropy_forward(detail::value_of(h), detail::value_of(embedding_matrix), labels, reduction,
-                            rec && detail::needs_grad(h), rec && detail::needs_grad(embedding_matrix), chunk_rows));
+  auto result = std::make_shared<CrossEntropyResult<T, D>>(cross_entropy_forward(
+      detail::value_of(h), detail::value_of(embedding_matrix), labels, reduction, rec && detail::needs_grad(h),
+      rec && detail::needs_grad(embedding_matrix), options, chunk_rows));
   Var<T, D> loss(Tensor<T, D>::from_vector(Shape{}, {static_cast<T>(result->loss)}), rec, "cross_entropy");
   if (rec) {
     tape.record([loss, h, embedding_matrix, result] {
@@ -410,6 +412,15 @@ detail::var_t<H> cross_entropy(detail::tape_t<H>& tape, const H& h, const E& emb
     });
   }
   return loss;
+}
+
+/// cross_entropy with the default options (no logits bias, no label smoothing).
+template <class H, class E>
+detail::var_t<H> cross_entropy(detail::tape_t<H>& tape, const H& h, const E& embedding_matrix,
+                               const Tensor<std::int32_t, detail::device_t<H>>& labels, Reduction reduction,
+                               std::int64_t chunk_rows = 128) {
+  return cross_entropy(tape, h, embedding_matrix, labels, reduction,
+                       CrossEntropyOptions<detail::value_t<H>, detail::device_t<H>>{}, chunk_rows);
 }
 
 }  // namespace prefixtune

@@ -161,7 +161,7 @@ Var<T, Device> bart_decode(Tape<T, Device>& tape, const Bart<T, Device, Param>& 
   return x;
 }
 
-/// Whether final_logits_bias holds any non-zero value (the fused loss supports only a zero bias).
+/// Whether final_logits_bias holds any non-zero value (a zero bias is skipped by bart_loss and bart_logits).
 template <class T, class Device, class Param>
 bool bart_has_logits_bias(const Bart<T, Device, Param>& m) {
   const auto b = detail::value_of(m.final_logits_bias);
@@ -172,13 +172,16 @@ bool bart_has_logits_bias(const Bart<T, Device, Param>& m) {
 }
 
 /// The per-token mean cross-entropy of the decoder states h (B, T, C) against labels (B, T) (-100 = padding,
-/// ignored), by the fused chunked head. final_logits_bias must be zero (every released BART checkpoint's is).
+/// ignored), by the fused chunked head; a non-zero final_logits_bias is added to the logits (frozen, no gradient).
+/// label_smoothing eps in [0, 1) gives (1 - eps) nll + eps mean_v(-log p_v) per token, as PyTorch's
+/// F.cross_entropy(label_smoothing=eps) and HuggingFace's label_smoothing_factor.
 template <class T, class Device, class Param>
 Var<T, Device> bart_loss(Tape<T, Device>& tape, const Bart<T, Device, Param>& m, const Var<T, Device>& h,
-                         const Tensor<std::int32_t, Device>& labels) {
-  PREFIXTUNE_CHECK(!bart_has_logits_bias(m),
-                   "bart_loss: final_logits_bias is not zero; the fused loss has no logits bias (bart_logits does)");
-  return cross_entropy(tape, h, m.head(), labels, Reduction::MeanPerToken);
+                         const Tensor<std::int32_t, Device>& labels, double label_smoothing = 0) {
+  CrossEntropyOptions<T, Device> options;
+  options.label_smoothing = label_smoothing;
+  if (bart_has_logits_bias(m)) options.bias = detail::value_of(m.final_logits_bias);  // zero: skip the adds
+  return cross_entropy(tape, h, m.head(), labels, Reduction::MeanPerToken, options);
 }
 
 /// Logits (B, T, V) = h (B, T, C) x head^T + final_logits_bias (no gradient).

@@ -53,6 +53,32 @@ struct BartConfig {
                      " is outside the vocabulary [0, ", vocab_size, ") (null or absent = none)");
   }
 
+  /// The config.json HuggingFace's BartConfig reads back (post-LN, exact GELU, tied embeddings).
+  nlohmann::json to_json() const {
+    nlohmann::json j = {{"model_type", "bart"},
+                        {"architectures", {"BartForConditionalGeneration"}},
+                        {"d_model", d_model},
+                        {"encoder_layers", encoder_layers},
+                        {"decoder_layers", decoder_layers},
+                        {"encoder_attention_heads", encoder_attention_heads},
+                        {"decoder_attention_heads", decoder_attention_heads},
+                        {"encoder_ffn_dim", encoder_ffn_dim},
+                        {"decoder_ffn_dim", decoder_ffn_dim},
+                        {"max_position_embeddings", max_position_embeddings},
+                        {"vocab_size", vocab_size},
+                        {"scale_embedding", scale_embedding},
+                        {"activation_function", "gelu"},
+                        {"normalize_before", false},
+                        {"add_final_layer_norm", false},
+                        {"tie_word_embeddings", true},
+                        {"pad_token_id", pad_token_id},
+                        {"bos_token_id", bos_token_id},
+                        {"eos_token_id", eos_token_id},
+                        {"decoder_start_token_id", decoder_start_token_id}};
+    if (forced_bos_token_id >= 0) j["forced_bos_token_id"] = forced_bos_token_id;
+    return j;
+  }
+
   /// Reads a parsed config.json (`where` names the file): model_type must be "bart" (a GPT-2 config is refused
   /// with a pointer to load_gpt2); activation "gelu" (exact); post-LN only (normalize_before and
   /// add_final_layer_norm false, as every BART checkpoint has).

@@ -166,6 +166,85 @@ Bart<T, Device> load_bart(const std::string& dir) {
   return m;
 }
 
+namespace detail {
+
+/// Adds a fused [in, n * out] linear weight and its bias as n HuggingFace nn.Linear layers base + names[i] (weight
+/// [out, in], bias [out]): BartReader::linear's inverse.
+template <class T>
+void add_bart_linear(SafeTensorsWriter& w, const std::string& base, const std::vector<std::string>& names,
+                     const Tensor<T, Cpu>& weight, const Tensor<T, Cpu>& bias, DType dtype) {
+  const auto n = static_cast<std::int64_t>(names.size());
+  const std::int64_t in = weight.size(0), out = weight.size(1) / n;
+  for (std::int64_t i = 0; i < n; ++i) {
+    auto wi = Tensor<T, Cpu>::empty({out, in});
+    auto bi = Tensor<T, Cpu>::empty({out});
+    for (std::int64_t o = 0; o < out; ++o) {
+      for (std::int64_t r = 0; r < in; ++r) wi(o, r) = weight(r, i * out + o);
+      bi(o) = bias(i * out + o);
+    }
+    w.add(base + names[static_cast<std::size_t>(i)] + ".weight", wi, dtype);
+    w.add(base + names[static_cast<std::size_t>(i)] + ".bias", bi, dtype);
+  }
+}
+
+}  // namespace detail
+
+/// Writes `dir`/config.json and `dir`/model.safetensors in HuggingFace's BartForConditionalGeneration layout (keys
+/// "model.*", final_logits_bias (1, V), lm_head.weight only when untied) in `dtype` (F32, F16, BF16 or F64), each
+/// file atomically; load_bart and transformers read it back. The folder is created if needed.
+template <class T, class Device>
+void save_bart(const std::string& dir, const Bart<T, Device>& m, DType dtype = DType::F32) {
+  PREFIXTUNE_CHECK(dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16 || dtype == DType::F64,
+                   "save_bart: unsupported dtype ", dtype_name(dtype));
+  const BartConfig& c = m.config;
+  auto host = [](const Tensor<T, Device>& t) { return t.template to<Cpu>(); };
+  SafeTensorsWriter w;
+  w.add_metadata("format", "pt");
+  w.add("model.shared.weight", host(m.shared), dtype);
+  w.add("final_logits_bias", host(m.final_logits_bias).reshape({1, c.vocab_size}), dtype);
+  if (m.lm_head.defined()) w.add("lm_head.weight", host(m.lm_head), dtype);
+  for (const char* stack : {"encoder", "decoder"}) {
+    const bool enc = stack[0] == 'e';
+    const std::string p = std::string("model.") + stack + ".";
+    w.add(p + "embed_positions.weight", host(enc ? m.enc_pos : m.dec_pos), dtype);
+    w.add(p + "layernorm_embedding.weight", host(enc ? m.enc_ln_w : m.dec_ln_w), dtype);
+    w.add(p + "layernorm_embedding.bias", host(enc ? m.enc_ln_b : m.dec_ln_b), dtype);
+  }
+  auto norm = [&](const std::string& key, const Tensor<T, Device>& g, const Tensor<T, Device>& b) {
+    w.add(key + ".weight", host(g), dtype);
+    w.add(key + ".bias", host(b), dtype);
+  };
+  for (std::size_t l = 0; l < m.encoder.size(); ++l) {
+    const auto& L = m.encoder[l];
+    const std::string p = "model.encoder.layers." + std::to_string(l) + ".";
+    detail::add_bart_linear(w, p + "self_attn.", {"q_proj"}, host(L.q_w), host(L.q_b), dtype);
+    detail::add_bart_linear(w, p + "self_attn.", {"k_proj", "v_proj"}, host(L.kv_w), host(L.kv_b), dtype);
+    detail::add_bart_linear(w, p + "self_attn.", {"out_proj"}, host(L.out_w), host(L.out_b), dtype);
+    norm(p + "self_attn_layer_norm", L.attn_ln_w, L.attn_ln_b);
+    detail::add_bart_linear(w, p, {"fc1"}, host(L.fc1_w), host(L.fc1_b), dtype);
+    detail::add_bart_linear(w, p, {"fc2"}, host(L.fc2_w), host(L.fc2_b), dtype);
+    norm(p + "final_layer_norm", L.ffn_ln_w, L.ffn_ln_b);
+  }
+  for (std::size_t l = 0; l < m.decoder.size(); ++l) {
+    const auto& L = m.decoder[l];
+    const std::string p = "model.decoder.layers." + std::to_string(l) + ".";
+    detail::add_bart_linear(w, p + "self_attn.", {"q_proj", "k_proj", "v_proj"}, host(L.qkv_w), host(L.qkv_b), dtype);
+    detail::add_bart_linear(w, p + "self_attn.", {"out_proj"}, host(L.self_out_w), host(L.self_out_b), dtype);
+    norm(p + "self_attn_layer_norm", L.self_ln_w, L.self_ln_b);
+    detail::add_bart_linear(w, p + "encoder_attn.", {"q_proj"}, host(L.cross_q_w), host(L.cross_q_b), dtype);
+    detail::add_bart_linear(w, p + "encoder_attn.", {"k_proj", "v_proj"}, host(L.cross_kv_w), host(L.cross_kv_b),
+                            dtype);
+    detail::add_bart_linear(w, p + "encoder_attn.", {"out_proj"}, host(L.cross_out_w), host(L.cross_out_b), dtype);
+    norm(p + "encoder_attn_layer_norm", L.cross_ln_w, L.cross_ln_b);
+    detail::add_bart_linear(w, p, {"fc1"}, host(L.fc1_w), host(L.fc1_b), dtype);
+    detail::add_bart_linear(w, p, {"fc2"}, host(L.fc2_w), host(L.fc2_b), dtype);
+    norm(p + "final_layer_norm", L.ffn_ln_w, L.ffn_ln_b);
+  }
+  std::filesystem::create_directories(dir);
+  w.write((std::filesystem::path(dir) / "model.safetensors").string());
+  write_text_file_atomic((std::filesystem::path(dir) / "config.json").string(), c.to_json().dump(2) + "\n");
+}
+
 /// A BART with random weights (N(0, scale) matrices and biases, layer norms 1 + N(0, 0.1) / N(0, 0.1), a zero
 /// logits bias), for tests and benchmarks.
 template <class T, class Device = Cpu>

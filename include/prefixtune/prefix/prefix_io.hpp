@@ -117,6 +117,9 @@ template <class T, class Device = Cpu>
 DirectPrefix<T, Device> load_prefix(const std::string& path, const Gpt2Config& c) {
   if (std::filesystem::is_directory(path)) return import_peft<T, Device>(path, c);
   const SafeTensorsFile file = SafeTensorsFile::open(path);
+  PREFIXTUNE_CHECK(!file.has("encoder_prefix.table"), path,
+                   ": an encoder-decoder (seq2seq) prefix file, not a decoder-only one (load it with "
+                   "load_seq2seq_prefix)");
   PREFIXTUNE_CHECK(file.has("prefix.table"), path, ": no 'prefix.table' tensor (not a prefixtune prefix file)");
   auto table = file.load<T>("prefix.table", true);
   detail::check_prefix_table(table, c, path);

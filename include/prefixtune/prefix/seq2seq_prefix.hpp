@@ -67,6 +67,18 @@ struct Seq2SeqPrefix {
   }
 };
 
+/// The three encoders' parameters copied to another device (train there, then `to_device<Cpu>` to save).
+template <class To, class T, class From>
+Seq2SeqPrefix<T, To> to_device(const Seq2SeqPrefix<T, From>& s) {
+  return {to_device<To>(s.encoder), to_device<To>(s.decoder), to_device<To>(s.cross), s.encoder_heads, s.decoder_heads};
+}
+
+/// Merged tables copied to another device.
+template <class To, class T, class From>
+Seq2SeqTables<T, To> to_device(const Seq2SeqTables<T, From>& t) {
+  return {to_device<To>(t.encoder), to_device<To>(t.decoder), to_device<To>(t.cross)};
+}
+
 /// The per-layer K/V of merged tables (no gradient), for serving and evaluation.
 template <class T, class Device>
 Seq2SeqPrefixKv<T, Device> seq2seq_prefix_kv(Tape<T, Device>& tape, const Seq2SeqTables<T, Device>& t,
@@ -77,16 +89,17 @@ Seq2SeqPrefixKv<T, Device> seq2seq_prefix_kv(Tape<T, Device>& tape, const Seq2Se
 }
 
 /// The per-token mean loss of one teacher-forced batch with the three prefixes: source ids / mask (B, S), decoder
-/// inputs and labels (B, T) (labels -100 where padded; inputs from shift_tokens_right).
+/// inputs and labels (B, T) (labels -100 where padded; inputs from shift_tokens_right); label_smoothing as in
+/// bart_loss.
 template <class T, class Device, class Param>
 Var<T, Device> bart_prefix_loss(Tape<T, Device>& tape, const Bart<T, Device, Param>& m,
                                 const Seq2SeqPrefixKv<T, Device>& prefix, const Tensor<std::int32_t, Device>& source,
                                 const Tensor<std::uint8_t, Device>& source_mask,
                                 const Tensor<std::int32_t, Device>& decoder_inputs,
-                                const Tensor<std::int32_t, Device>& labels) {
+                                const Tensor<std::int32_t, Device>& labels, double label_smoothing = 0) {
   const auto memory = bart_encode(tape, m, source, source_mask, prefix.encoder);
   const auto h = bart_decode(tape, m, decoder_inputs, memory, source_mask, prefix.decoder, prefix.cross);
-  return bart_loss(tape, m, h, labels);
+  return bart_loss(tape, m, h, labels, label_smoothing);
 }
 
 }  // namespace prefixtune

@@ -95,12 +95,14 @@ inline Seq2SeqBatch make_seq2seq_batch(const std::vector<Seq2SeqExample>& exampl
 }
 
 /// The per-token mean loss of `batch` with the three prefixes (kv from Seq2SeqPrefix::prefix_kv or
-/// seq2seq_prefix_kv; empty members = no prefix there).
+/// seq2seq_prefix_kv; empty members = no prefix there); label_smoothing as in bart_loss.
 template <class T, class Device, class Param>
 Var<T, Device> bart_batch_loss(Tape<T, Device>& tape, const Bart<T, Device, Param>& m,
-                               const Seq2SeqPrefixKv<T, Device>& kv, const Seq2SeqBatch& batch) {
+                               const Seq2SeqPrefixKv<T, Device>& kv, const Seq2SeqBatch& batch,
+                               double label_smoothing = 0) {
   return bart_prefix_loss(tape, m, kv, batch.source.template to<Device>(), batch.source_mask.template to<Device>(),
-                          batch.decoder_inputs.template to<Device>(), batch.labels.template to<Device>());
+                          batch.decoder_inputs.template to<Device>(), batch.labels.template to<Device>(),
+                          label_smoothing);
 }
 
 /// The mean target-token NLL over all of `data` with merged `tables` (no gradient): the validation metric.
@@ -133,9 +135,9 @@ struct Seq2SeqTrainResult : TrainResult<T, Device> {
 };
 
 /// Trains the three prefixes of `prefix` (the only trainable weights) on `train` against the frozen BART, with the
-/// per-token mean loss of the paper's summarization runs; validates on `valid` (may be empty) by
-/// evaluate_bart_prefix, keeping the best merged tables. Checkpoints, resume and the non-finite policy as in
-/// train_prefix.
+/// per-token mean loss of the paper's summarization runs, label-smoothed by cfg.label_smoothing; validates on
+/// `valid` (may be empty) by evaluate_bart_prefix (always the plain per-token NLL, never smoothed), keeping the
+/// best merged tables. Checkpoints, resume and the non-finite policy as in train_prefix.
 template <class T, class Device>
 Seq2SeqTrainResult<T, Device> train_bart_prefix(const Bart<T, Device>& model, Seq2SeqPrefix<T, Device>& prefix,
                                                 const std::vector<Seq2SeqExample>& train,
@@ -147,8 +149,9 @@ Seq2SeqTrainResult<T, Device> train_bart_prefix(const Bart<T, Device>& model, Se
     return make_seq2seq_batch(train, order, begin, end, model.config);
   };
   hooks.loss = [&](Tape<T, Device>& tape, const Seq2SeqBatch& batch, Rng& dropout_rng) {
-    return bart_batch_loss(tape, model, prefix.prefix_kv(tape, &dropout_rng), batch);
+    return bart_batch_loss(tape, model, prefix.prefix_kv(tape, &dropout_rng), batch, cfg.label_smoothing);
   };
+  hooks.smooths_labels = true;
   Seq2SeqTables<T, Device> best;
   if (!valid.empty())
     hooks.validate = [&] { return evaluate_bart_prefix(model, prefix.merged(), valid, cfg.batch_size); };

@@ -46,12 +46,16 @@ struct TrainConfig {
   bool resume = false;                // continue from checkpoint_path when it exists
   std::int64_t stop_after = 0;        // > 0: return after this step, checkpointed (the schedule is unchanged)
   NonFinitePolicy on_nonfinite = NonFinitePolicy::Stop;  // a NaN/Inf loss or gradient
+  double label_smoothing = 0;  // eps in [0, 1) of the training loss (train_bart_prefix only; the GPT-2 trainers
+                               // refuse a non-zero value); validation always reports the plain NLL
 
   void validate() const {
     PREFIXTUNE_CHECK(epochs >= 1 && batch_size >= 1, "train: epochs and batch_size must be >= 1");
     PREFIXTUNE_CHECK(lr >= 0 && std::isfinite(lr), "train: learning rate ", lr, " is invalid");
     PREFIXTUNE_CHECK(warmup_steps >= 0 && max_steps >= 0 && eval_every >= 0 && checkpoint_every >= 0 && stop_after >= 0,
                      "train: step counts must be >= 0");
+    PREFIXTUNE_CHECK(std::isfinite(label_smoothing) && label_smoothing >= 0 && label_smoothing < 1,
+                     "train: label_smoothing must be finite and in [0, 1), got ", label_smoothing);
   }
 };
 
@@ -249,6 +253,7 @@ struct TrainHooks {
   std::function<Var<T, Device>(Tape<T, Device>&, const Batch&, Rng& dropout_rng)> loss;  // of one batch
   std::function<double()> validate;  // the validation loss, or empty (no validation set)
   std::function<void()> keep_best;   // after a validation that improved (or once at the end without one)
+  bool smooths_labels = false;       // loss applies TrainConfig::label_smoothing (else a non-zero one is refused)
 };
 
 /// The training loop every trainer shares: epochs of seeded shuffled batches, AdamW with linear warmup/decay,
@@ -258,6 +263,8 @@ TrainResult<T, Device> train_loop(const TrainHooks<T, Device, Batch>& hooks, con
                                   const TrainConfig& cfg,
                                   const std::function<void(const TrainProgress&)>& on_progress) {
   cfg.validate();
+  PREFIXTUNE_CHECK(cfg.label_smoothing == 0 || hooks.smooths_labels, "train: label_smoothing ", cfg.label_smoothing,
+                   " is not supported by this trainer (only train_bart_prefix applies it)");
   PREFIXTUNE_CHECK(!train.empty(), "train: the training set is empty");
   const auto n = static_cast<std::int64_t>(train.size());
   const std::int64_t per_epoch = (n + cfg.batch_size - 1) / cfg.batch_size;

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // CUDA kernel of the fused LM head + cross-entropy: labelled rows of h gathered per chunk, one cuBLAS GEMM
-// against E^T, a stable log-softmax row kernel (max shift, sum in double) that turns the logits into their
-// gradient in place, and cuBLAS GEMMs for dh and dE from the same buffer.
+// against E^T, a stable log-softmax row kernel (optional frozen logits bias and label smoothing; max shift, sums
+// in double) that turns the logits into their gradient in place, and cuBLAS GEMMs for dh and dE from that buffer.
 #pragma once
 
 #include <algorithm>
@@ -15,12 +15,13 @@
 
 namespace prefixtune::detail {
 
-/// Same contract as cross_entropy_chunked_kernel(Cpu, ...): rows and targets are host arrays; the loss sum is
-/// formed on the host in row order (independent of the chunking).
+/// Same contract as cross_entropy_chunked_kernel(Cpu, ...): rows and targets are host arrays, bias (V) a device
+/// array or nullptr; the loss sum is formed on the host in row order (independent of the chunking).
 template <class T>
 double cross_entropy_chunked_kernel(Cuda, const T* h, const T* E, const std::int64_t* rows, const std::int32_t* targets,
                                     std::int64_t n, std::int64_t C, std::int64_t V, double weight,
-                                    std::int64_t chunk_rows, T* row_loss, T* dh, T* dE) {
+                                    std::int64_t chunk_rows, T* row_loss, T* dh, T* dE, const T* bias = nullptr,
+                                    double label_smoothing = 0) {
   if (n == 0) return 0.0;
   const bool want_grad = dh != nullptr || dE != nullptr;
   const std::int64_t cap = std::min(chunk_rows, n);
@@ -40,26 +41,41 @@ double cross_entropy_chunked_kernel(Cuda, const T* h, const T* E, const std::int
     prefixtune::gemm(Cuda{}, Trans::N, Trans::T, m, V, C, T(1), hcp, C, E, C, T(0), logits.data(), V);
     T* z = logits.data();
     double* loss = losses.data() + c0;
+    const double eps = label_smoothing;
     cuda_for_rows("cross_entropy rows", m, [=] __device__(std::int64_t r) {
       T* zr = z + r * V;
+      // the logits z_j = zr[j] (+ bias[j]); the bias is added on the fly, the row is only written after block_max
       const std::int32_t label = ti[r];
-      const T z_label = zr[label];  // read before any thread overwrites the row (block_max synchronizes)
+      const T z_label = bias ? zr[label] + bias[label] : zr[label];  // read before any thread overwrites the row
       T mx = -INFINITY;
-      for (std::int64_t j = threadIdx.x; j < V; j += blockDim.x) mx = zr[j] > mx ? zr[j] : mx;
-      mx = block_max(mx);
+      double zsum = 0;  // for label smoothing's mean_j z_j
+      for (std::int64_t j = threadIdx.x; j < V; j += blockDim.x) {
+        const T zj = bias ? zr[j] + bias[j] : zr[j];
+        mx = zj > mx ? zj : mx;
+        if (eps != 0) zsum += static_cast<double>(zj);
+      }
+      mx = block_max(mx);  // synchronizes: every z_label read is done
       double sum = 0;
       for (std::int64_t j = threadIdx.x; j < V; j += blockDim.x) {
-        const T e = exp(zr[j] - mx);
+        const T e = exp((bias ? zr[j] + bias[j] : zr[j]) - mx);
         if (want_grad) zr[j] = e;
         sum += static_cast<double>(e);
       }
       sum = block_sum(sum);
-      if (threadIdx.x == 0) loss[r] = static_cast<double>(mx) + log(sum) - static_cast<double>(z_label);
+      const double lse = static_cast<double>(mx) + log(sum);
+      if (eps != 0) {  // (1 - eps) (lse - z[label]) + eps (lse - mean_j z_j)
+        const double z_mean = block_sum(zsum) / static_cast<double>(V);
+        if (threadIdx.x == 0) loss[r] = lse - (1 - eps) * static_cast<double>(z_label) - eps * z_mean;
+      } else if (threadIdx.x == 0) {
+        loss[r] = lse - static_cast<double>(z_label);
+      }
       if (!want_grad) return;
+      // weight * (softmax(z) - (1 - eps) onehot(label) - eps / V)
       const T s = static_cast<T>(weight / sum);
-      for (std::int64_t j = threadIdx.x; j < V; j += blockDim.x) zr[j] *= s;
+      const T uniform = static_cast<T>(weight * eps / static_cast<double>(V));
+      for (std::int64_t j = threadIdx.x; j < V; j += blockDim.x) zr[j] = eps != 0 ? zr[j] * s - uniform : zr[j] * s;
       __syncthreads();
-      if (threadIdx.x == 0) zr[label] -= static_cast<T>(weight);
+      if (threadIdx.x == 0) zr[label] -= static_cast<T>(eps != 0 ? weight * (1 - eps) : weight);
     });
     if (dh) {  // dhc (m, C) = dlogits (m, V) E (V, C), scattered to the rows' positions
       prefixtune::gemm(Cuda{}, Trans::N, Trans::N, m, C, V, T(1), z, V, E, C, T(0), dhc.data(), C);
