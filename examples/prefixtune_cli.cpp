@@ -109,6 +109,12 @@ int main(int argc, char** argv) {
                  "HuggingFace GPT-2 folder, or BART folder (model_type \"bart\" in config.json: the paper's three "
                  "prefixes, encoder / decoder / cross, saved as one seq2seq prefix file)")
       ->required();
+  std::string arch = "auto";
+  tr->add_option("--arch", arch,
+                 "auto (config.json's model_type), gpt2 (decoder-only: [prefix, X, Y]) or bart (encoder-decoder: the "
+                 "paper's three prefixes, [prefix, X, prefix', Y]); a named one must match config.json")
+      ->check(CLI::IsMember({"auto", "gpt2", "bart"}))
+      ->capture_default_str();
   tr->add_option("--train", topt.train_path, "training data (E2E lines or JSON lines)")->required();
   tr->add_option("--valid", topt.valid_path, "validation data");
   tr->add_option("--out", topt.out, "where the merged prefix goes (safetensors); a model folder for full, ft-top2")
@@ -239,7 +245,10 @@ int main(int argc, char** argv) {
         if (max_steps_opt->count() == 0) cfg.max_steps = 400;
         if (warmup_opt->count() == 0) cfg.warmup_steps = cfg.max_steps / 4;  // 100 of 400
       }
-      if (model_type_of(topt.model_dir) == "bart") return cuda ? cmd_train_bart_cuda(topt) : cmd_train_bart<Cpu>(topt);
+      const std::string type = model_type_of(topt.model_dir);
+      PREFIXTUNE_CHECK(arch == "auto" || arch == (type == "bart" ? "bart" : "gpt2"), "train: --arch ", arch, " but ",
+                       topt.model_dir, "/config.json says model_type '", type, "'");
+      if (type == "bart") return cuda ? cmd_train_bart_cuda(topt) : cmd_train_bart<Cpu>(topt);
       return cuda ? cmd_train_cuda(topt) : cmd_train<Cpu>(topt);
     }
     if (*gen) {

@@ -59,8 +59,8 @@ TEST_CASE("prefixtune train / generate on a BART folder: three prefixes trained,
   for (std::size_t i = 0; i < sources.size(); ++i) data += sources[i] + "||summary number " + std::to_string(i) + "\n";
   write_text_file_atomic(dir.file("train.txt"), data);
   const std::string out = dir.file("p.safetensors");
-  auto r = run("train --model " + model + " --train " + dir.file("train.txt") + " --valid " + dir.file("train.txt") +
-               " --out " + out +
+  auto r = run("train --arch bart --model " + model + " --train " + dir.file("train.txt") + " --valid " +
+               dir.file("train.txt") + " --out " + out +
                " --prefix-length 2 --mid 8 --epochs 2 --batch-size 3 --lr 1e-3 --label-smoothing 0.1 --seed 2");
   INFO(r.output);
   REQUIRE(r.status == 0);
@@ -118,6 +118,7 @@ TEST_CASE("prefixtune on a BART folder: options that do not apply and files of t
   };
   fails(run(train + " --method direct"), "trains the paper's three MLP-reparameterized prefixes");
   fails(run(train + " --infix"), "no --infix form");
+  fails(run(train + " --arch gpt2"), "--arch gpt2 but " + model + "/config.json says model_type 'bart'");
   // A GPT-2 prefix file given to a BART model names the loader it belongs to.
   Gpt2Config g;
   g.n_layer = 2, g.n_embd = 16, g.n_head = 2;
