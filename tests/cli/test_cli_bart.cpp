@@ -132,3 +132,36 @@ TEST_CASE("prefixtune on a BART folder: options that do not apply and files of t
   fails(run("generate --model " + model + " --xsum --instruction hi < " + dir.file("in.jsonl")),
         "--instruction applies to GPT-2 models only");
 }
+
+TEST_CASE("prefixtune --device cuda on a BART folder: train and generate equal --device cpu") {
+  TempDir dir;
+  const std::string model = make_bart(dir);
+  write_text_file_atomic(dir.file("data.txt"), "the cat sat||a cat\nrain fell all day||rain\nbirds sang||song\n");
+  const std::string train = "train --model " + model + " --train " + dir.file("data.txt") + " --valid " +
+                            dir.file("data.txt") + " --epochs 2 --batch-size 2 --prefix-length 2 --mid 8 --lr 1e-3";
+  const auto gpu = run(train + " --out " + dir.file("gpu.safetensors") + " --device cuda");
+  if (gpu.status != 0) {
+    INFO(gpu.output);
+    const bool no_cuda_build = gpu.output.find("built without CUDA") != std::string::npos;
+    CHECK((no_cuda_build || gpu.output.find("not available") != std::string::npos));
+    MESSAGE("--device cuda not run here: ", no_cuda_build ? "a build without CUDA" : "no GPU");
+    return;
+  }
+  REQUIRE(run(train + " --out " + dir.file("cpu.safetensors")).status == 0);
+  const BartConfig c = load_bart_config(model);
+  const auto a = load_seq2seq_prefix<float>(dir.file("cpu.safetensors"), c);
+  const auto b = load_seq2seq_prefix<float>(dir.file("gpu.safetensors"), c);
+  const DirectPrefix<float>* cpu_tables[] = {&a.encoder, &a.decoder, &a.cross};
+  const DirectPrefix<float>* gpu_tables[] = {&b.encoder, &b.decoder, &b.cross};
+  for (int i = 0; i < 3; ++i)
+    CHECK(test::max_rel_diff(gpu_tables[i]->table.value().to_vector(), cpu_tables[i]->table.value().to_vector()) <
+          1e-4);
+  write_text_file_atomic(dir.file("in.jsonl"), "{\"source\": \"the cat sat\"}\n{\"source\": \"birds sang\"}\n");
+  for (const std::string flags : {" --max-new-tokens 8", " --xsum --max-new-tokens 8"}) {
+    const std::string gen =
+        "generate --model " + model + " --prefix " + dir.file("cpu.safetensors") + flags + " < " + dir.file("in.jsonl");
+    const auto c_lines = json_lines(run(gen).output), g_lines = json_lines(run(gen + " --device cuda").output);
+    REQUIRE(g_lines.size() == c_lines.size());
+    for (std::size_t i = 0; i < c_lines.size(); ++i) CHECK(g_lines[i]["ids"] == c_lines[i]["ids"]);
+  }
+}
