@@ -323,6 +323,8 @@ TEST_CASE("encode_seq2seq: BART's <s> / </s> from the vocabulary, a GPT-2 vocabu
   CHECK(ex[0].target.front() == 50257);
   CHECK(ex[0].target.back() == 50258);
   CHECK(encode_seq2seq(tok, pairs, 3)[0].source.size() == 3);  // cut before </s>
+  CHECK(error_of([&] { (void)encode_seq2seq(tok, pairs, 2); }).find("max_source 2 leaves no room") !=
+        std::string::npos);
   CHECK(error_of([&] { (void)encode_seq2seq(tok, pairs, 0, 2); }).find("line 1: the target has 3 tokens") !=
         std::string::npos);
 }

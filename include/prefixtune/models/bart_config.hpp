@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "prefixtune/core/error.hpp"
+#include "prefixtune/io/json_fields.hpp"
 
 namespace prefixtune {
 
@@ -90,11 +91,7 @@ struct BartConfig {
     PREFIXTUNE_CHECK(type == "bart", where, ": model_type '", type, "' is not a BART model",
                      type == "gpt2" ? " (a GPT-2 folder: load it with load_gpt2)" : "");
     BartConfig c;
-    auto get_int = [&](const char* key, std::int64_t& out) {
-      if (!j.contains(key) || j[key].is_null()) return;
-      PREFIXTUNE_CHECK(j[key].is_number_integer(), where, ": '", key, "' must be an integer, got ", j[key].dump());
-      out = j[key].get<std::int64_t>();
-    };
+    auto get_int = [&](const char* key, std::int64_t& out) { detail::json_optional_int(j, key, where, out); };
     get_int("d_model", c.d_model);
     get_int("encoder_layers", c.encoder_layers);
     get_int("decoder_layers", c.decoder_layers);

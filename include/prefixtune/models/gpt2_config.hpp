@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "prefixtune/core/error.hpp"
+#include "prefixtune/io/json_fields.hpp"
 
 namespace prefixtune {
 
@@ -44,11 +45,7 @@ struct Gpt2Config {
   static Gpt2Config from_json(const nlohmann::json& j, const std::string& where) {
     PREFIXTUNE_CHECK(j.is_object(), where, ": config must be a JSON object");
     Gpt2Config c;
-    auto get_int = [&](const char* key, std::int64_t& out) {
-      if (!j.contains(key)) return;
-      PREFIXTUNE_CHECK(j[key].is_number_integer(), where, ": '", key, "' must be an integer, got ", j[key].dump());
-      out = j[key].get<std::int64_t>();
-    };
+    auto get_int = [&](const char* key, std::int64_t& out) { detail::json_optional_int(j, key, where, out); };
     get_int("n_layer", c.n_layer);
     get_int("n_head", c.n_head);
     get_int("n_embd", c.n_embd);

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "prefixtune/io/file.hpp"
+#include "prefixtune/io/json_fields.hpp"
 #include "prefixtune/io/safetensors.hpp"
 #include "prefixtune/prefix/prefix.hpp"
 
@@ -23,11 +24,6 @@ void check_prefix_table(const Tensor<T, Cpu>& table, const Gpt2Config& c, const 
   PREFIXTUNE_CHECK(table.rank() == 2 && table.size(0) >= 1 && table.size(1) == 2 * c.n_layer * c.n_embd, where,
                    ": prefix table of shape ", table.shape(), " does not fit the model (expected (P, ",
                    2 * c.n_layer * c.n_embd, ") = (P, 2 * n_layer ", c.n_layer, " * n_embd ", c.n_embd, "))");
-}
-
-inline std::int64_t json_int(const nlohmann::json& j, const char* key, const std::string& where) {
-  PREFIXTUNE_CHECK(j.contains(key) && j[key].is_number_integer(), where, ": '", key, "' missing or not an integer");
-  return j[key].get<std::int64_t>();
 }
 
 }  // namespace detail

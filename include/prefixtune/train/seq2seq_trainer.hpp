@@ -30,12 +30,14 @@ inline std::vector<Seq2SeqExample> encode_seq2seq(const Gpt2Tokenizer& tok, cons
                                                   std::size_t max_source = 0, std::size_t max_target = 0) {
   const auto bos = tok.id_of("<s>"), eos = tok.id_of("</s>");
   PREFIXTUNE_CHECK(bos && eos, "encode_seq2seq: the vocabulary has no <s> / </s> tokens (not a BART vocabulary)");
+  PREFIXTUNE_CHECK(max_source == 0 || max_source >= 3, "encode_seq2seq: max_source ", max_source,
+                   " leaves no room for a source token between <s> and </s> (0 = no limit, else >= 3)");
   std::vector<Seq2SeqExample> out;
   for (const TextPair& p : pairs) {
     Seq2SeqExample ex;
     ex.line = p.line;
     ex.source = tok.encode(p.source);
-    if (max_source > 2 && ex.source.size() + 2 > max_source) ex.source.resize(max_source - 2);
+    if (max_source > 0 && ex.source.size() + 2 > max_source) ex.source.resize(max_source - 2);
     ex.source.insert(ex.source.begin(), *bos);
     ex.source.push_back(*eos);
     ex.target = tok.encode(p.target);

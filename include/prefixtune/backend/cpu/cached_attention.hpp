@@ -52,7 +52,7 @@ void cached_attention_kernel(Cpu, const CachedAttentionDims& d, const CachedAtte
   }
   std::int64_t work = 0;
   for (std::int64_t r = 0; r < R; ++r) work += rows[r].count * (rows[r].prefix_len + rows[r].past + rows[r].count);
-  const bool parallel = R * NH >= num_threads() && work * NH * HS >= kAttentionParallelMin;
+  [[maybe_unused]] const bool parallel = R * NH >= num_threads() && work * NH * HS >= kAttentionParallelMin;
 #if defined(_OPENMP)
 #pragma omp parallel if (parallel)
 #endif

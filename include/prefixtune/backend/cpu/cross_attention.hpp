@@ -25,7 +25,7 @@ void cross_attention_forward_kernel(Cpu, const CrossAttentionDims& d, const T* q
                                     const T* prefix_v, const std::uint8_t* mask, T* out, T* probs) {
   const std::int64_t Tq = d.Tq, Tk = d.Tk, C = d.C, NH = d.NH, HS = d.HS, P = d.P, L = d.L();
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(HS)));
-  const bool parallel = d.B * NH >= num_threads() && d.B * NH * Tq * L * HS >= kAttentionParallelMin;
+  [[maybe_unused]] const bool parallel = d.B * NH >= num_threads() && d.B * NH * Tq * L * HS >= kAttentionParallelMin;
 #if defined(_OPENMP)
 #pragma omp parallel if (parallel)
 #endif
@@ -62,7 +62,7 @@ void cross_attention_backward_kernel(Cpu, const CrossAttentionDims& d, const T* 
   const bool shared_prefix_grads = P > 0 && d.Bp == 1 && (dprefix_k || dprefix_v);
   // Rows b write the same shared prefix gradient: then one thread per head, looping over b.
   const std::int64_t outer = shared_prefix_grads ? NH : d.B * NH, inner = shared_prefix_grads ? d.B : 1;
-  const bool parallel = outer >= num_threads() && d.B * NH * Tq * L * HS >= kAttentionParallelMin;
+  [[maybe_unused]] const bool parallel = outer >= num_threads() && d.B * NH * Tq * L * HS >= kAttentionParallelMin;
 #if defined(_OPENMP)
 #pragma omp parallel if (parallel)
 #endif
