@@ -79,6 +79,12 @@ Tensor<double> to_double(const Tensor<T>& t) {
   return Tensor<double>::from_vector(t.shape(), as_double(t));
 }
 
+/// A Tensor<T> of shape s from double values (rounded to T).
+template <class T>
+Tensor<T> tensor(const Shape& s, const std::vector<double>& v) {
+  return Tensor<T>::from_vector(s, std::vector<T>(v.begin(), v.end()));
+}
+
 /// n uniform values in [-1, 1).
 inline std::vector<double> random_values(std::int64_t n, Rng& rng) {
   std::vector<double> v(static_cast<std::size_t>(n));

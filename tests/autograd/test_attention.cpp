@@ -14,6 +14,7 @@
 using namespace prefixtune;
 using test::error_of;
 using test::max_rel_diff;
+using test::tensor;
 
 namespace {
 
@@ -115,17 +116,6 @@ Reference reference(const Problem& p, const std::vector<double>* dout = nullptr)
   return r;
 }
 
-template <class T>
-Tensor<T> tensor(const Shape& s, const std::vector<double>& v) {
-  return Tensor<T>::from_vector(s, std::vector<T>(v.begin(), v.end()));
-}
-
-template <class T>
-std::vector<double> values(const Tensor<T>& t) {
-  auto v = t.to_vector();
-  return std::vector<double>(v.begin(), v.end());
-}
-
 /// The problem as tensors of type T, ready for the op.
 template <class T>
 struct Inputs {
@@ -189,10 +179,10 @@ TEST_CASE_TEMPLATE("attention_forward matches a naive double loop (prefix, Bp, p
     const Problem p = make_problem(c.B, c.T, c.NH, c.HS, c.P, c.Bp, c.mask, seed++);
     Inputs<T> in(p);
     AttentionCache<T, Cpu> cache;
-    const auto out = values(in.forward(&cache));
+    const auto out = test::as_double(in.forward(&cache));
     INFO("B=", c.B, " T=", c.T, " NH=", c.NH, " HS=", c.HS, " P=", c.P, " Bp=", c.Bp, " mask=", int(c.mask));
     CHECK(max_rel_diff(out, reference(p).out) < tol<T>());
-    CHECK(values(in.forward(nullptr)) == out);  // inference path: per-thread score rows, same arithmetic
+    CHECK(test::as_double(in.forward(nullptr)) == out);  // inference path: per-thread score rows, same arithmetic
     // Probability rows sum to 1 (0 for a row that sees nothing), hidden entries are exactly 0.
     const std::int64_t L = c.P + c.T;
     REQUIRE(cache.probs.shape() == Shape{c.B, c.NH, c.T, L});
@@ -230,10 +220,10 @@ TEST_CASE("attention_forward: an all-padding row outputs zeros with P = 0 and on
   }
   // With a prefix, the empty row's output does not depend on its (all padded) tokens' keys and values.
   p = make_problem(2, 4, 2, 3, 3, 1, MaskKind::empty_row, 12);
-  const auto before = values(Inputs<double>(p).forward(nullptr));
+  const auto before = test::as_double(Inputs<double>(p).forward(nullptr));
   for (std::int64_t i = 4 * 18; i < 8 * 18; ++i)
     if ((i % 18) >= 6) p.qkv[i] += 0.5;  // row 1's k and v
-  const auto after = values(Inputs<double>(p).forward(nullptr));
+  const auto after = test::as_double(Inputs<double>(p).forward(nullptr));
   for (std::int64_t i = 4 * 6; i < 8 * 6; ++i) CHECK(after[i] == doctest::Approx(before[i]).epsilon(1e-14));
   CHECK(max_rel_diff(after, reference(p).out) < 1e-12);
 }
@@ -249,7 +239,7 @@ TEST_CASE("attention: a prefix whose keys equal token keys still matches the ref
           p.pv[((b * 3 + h) * 3 + j) * 4 + e] = p.qkv[(b * 5 + j) * 3 * C + 2 * C + h * 4 + e];  // same value
         }
   Inputs<double> in(p);
-  CHECK(max_rel_diff(values(in.forward(nullptr)), reference(p).out) < 1e-12);
+  CHECK(max_rel_diff(test::as_double(in.forward(nullptr)), reference(p).out) < 1e-12);
 }
 
 TEST_CASE("attention with a prefix equals causal attention over [prefix tokens, real tokens] (HF past_key_values)") {
@@ -297,7 +287,7 @@ TEST_CASE("attention with a prefix equals causal attention over [prefix tokens, 
     AttentionCache<double, Cpu> cache, cache_cat;
     const auto out = in.forward(&cache), out_cat = in_cat.forward(&cache_cat);
     INFO("Bp=", Bp);
-    CHECK(max_rel_diff(values(out), direct) < 1e-12);
+    CHECK(max_rel_diff(test::as_double(out), direct) < 1e-12);
     for (std::int64_t b = 0; b < B; ++b)
       for (std::int64_t t = 0; t < T; ++t)
         for (std::int64_t c = 0; c < C; ++c)
@@ -372,11 +362,11 @@ TEST_CASE_TEMPLATE("attention with prefix_from (an infix) matches the naive loop
     const auto dy = test::random_values(c.B * c.T * p.C(), rng);
     const Reference r = reference(p, &dy);
     INFO("B=", c.B, " T=", c.T, " P=", c.P, " Bp=", c.Bp, " mask=", int(c.mask));
-    CHECK(max_rel_diff(values(in.forward(nullptr)), r.out) < tol<T>());
+    CHECK(max_rel_diff(test::as_double(in.forward(nullptr)), r.out) < tol<T>());
     const auto g = in.backward(tensor<T>({c.B, c.T, p.C()}, dy));
-    CHECK(max_rel_diff(values(g.qkv), r.dqkv) < tol<T>());
-    CHECK(max_rel_diff(values(g.pk), r.dpk) < tol<T>());
-    CHECK(max_rel_diff(values(g.pv), r.dpv) < tol<T>());
+    CHECK(max_rel_diff(test::as_double(g.qkv), r.dqkv) < tol<T>());
+    CHECK(max_rel_diff(test::as_double(g.pk), r.dpk) < tol<T>());
+    CHECK(max_rel_diff(test::as_double(g.pv), r.dpv) < tol<T>());
     if constexpr (std::is_same_v<T, double>) {
       const auto w = tensor<double>({c.B, c.T, p.C()}, dy);
       auto loss = [&] {
@@ -410,10 +400,10 @@ TEST_CASE_TEMPLATE("attention_backward matches a naive double backward on larger
     Inputs<T> in(p);
     const auto g = in.backward(tensor<T>({c.B, c.T, p.C()}, w));
     INFO("B=", c.B, " T=", c.T, " P=", c.P, " Bp=", c.Bp, " mask=", int(c.mask));
-    CHECK(max_rel_diff(values(g.qkv), ref.dqkv) < 5 * tol<T>());
+    CHECK(max_rel_diff(test::as_double(g.qkv), ref.dqkv) < 5 * tol<T>());
     if (c.P > 0) {
-      CHECK(max_rel_diff(values(g.pk), ref.dpk) < 5 * tol<T>());
-      CHECK(max_rel_diff(values(g.pv), ref.dpv) < 5 * tol<T>());
+      CHECK(max_rel_diff(test::as_double(g.pk), ref.dpk) < 5 * tol<T>());
+      CHECK(max_rel_diff(test::as_double(g.pv), ref.dpv) < 5 * tol<T>());
     }
   }
 }

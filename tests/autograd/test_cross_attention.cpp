@@ -14,6 +14,7 @@
 using namespace prefixtune;
 using test::error_of;
 using test::max_rel_diff;
+using test::tensor;
 
 namespace {
 
@@ -101,17 +102,6 @@ Ref reference(const Problem& p, const std::vector<double>& dout) {
   return r;
 }
 
-template <class T>
-Tensor<T> tensor(const Shape& s, const std::vector<double>& v) {
-  return Tensor<T>::from_vector(s, std::vector<T>(v.begin(), v.end()));
-}
-
-template <class T>
-std::vector<double> values(const Tensor<T>& t) {
-  const auto v = t.to_vector();
-  return std::vector<double>(v.begin(), v.end());
-}
-
 const Case kCases[] = {{2, 3, 5, 2, 4, 0, 1, false}, {2, 4, 6, 2, 3, 3, 1, true},   {3, 5, 2, 3, 2, 2, 3, true},
                        {1, 1, 1, 1, 1, 1, 1, false}, {2, 40, 33, 2, 8, 5, 1, true}, {2, 7, 9, 4, 4, 0, 1, true},
                        {3, 6, 70, 2, 6, 4, 3, false}};
@@ -134,16 +124,16 @@ TEST_CASE_TEMPLATE("cross_attention matches the naive double loop, forward and b
     auto out = Tensor<T>::full(q.shape(), T(7)), probs = Tensor<T>();
     cross_attention_forward(q, kv, c.NH, pk, pv, mask, out, &probs);
     const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-12;
-    CHECK(max_rel_diff(values(out), r.out) < tol);
+    CHECK(max_rel_diff(test::as_double(out), r.out) < tol);
     auto dq = Tensor<T>::zeros(q.shape()), dkv = Tensor<T>::zeros(kv.shape());
     Tensor<T> dpk, dpv;
     if (c.P > 0) dpk = Tensor<T>::zeros(pk.shape()), dpv = Tensor<T>::zeros(pv.shape());
     cross_attention_backward(tensor<T>(q.shape(), dout), q, kv, c.NH, probs, pk, pv, mask, dq, dkv, dpk, dpv);
-    CHECK(max_rel_diff(values(dq), r.dq) < tol);
-    CHECK(max_rel_diff(values(dkv), r.dkv) < tol);
+    CHECK(max_rel_diff(test::as_double(dq), r.dq) < tol);
+    CHECK(max_rel_diff(test::as_double(dkv), r.dkv) < tol);
     if (c.P > 0) {
-      CHECK(max_rel_diff(values(dpk), r.dpk) < tol);
-      CHECK(max_rel_diff(values(dpv), r.dpv) < tol);
+      CHECK(max_rel_diff(test::as_double(dpk), r.dpk) < tol);
+      CHECK(max_rel_diff(test::as_double(dpv), r.dpv) < tol);
     }
     auto out2 = Tensor<T>::zeros(q.shape());  // inference: no probabilities kept, the same output
     cross_attention_forward(q, kv, c.NH, pk, pv, mask, out2, static_cast<Tensor<T>*>(nullptr));
