@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check: the formatting check, the Release build's tests, the ASan+UBSan build's tests (both replay the
-# fuzz corpora), the ThreadSanitizer generation test, 30 s of fuzzing per parser, and the CUDA configuration
-# (compiled and linked; its GPU tests skip without a GPU). Build trees live in ./build-*.
+# fuzz corpora), the ThreadSanitizer generation test, 20 s of fuzzing per parser, and a compile-only build of the
+# benchmarks and of the CUDA configuration (compiled and linked; its GPU tests skip without a GPU). Build trees live
+# in ./build-*. Every build compiles only what it checks: on 2 cores compilation is most of the time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -32,16 +33,18 @@ git ls-files -- 'include/*.hpp' 'include/*.cuh' 'tests/*.cpp' 'tests/*.hpp' 'tes
   'benchmarks/*.hpp' 'benchmarks/*.cu' 'examples/*.cpp' 'examples/*.hpp' 'examples/*.cu' | xargs clang-format --dry-run -Werror
 
 echo "== release build + tests"
-cmake -S . -B build-release "${common[@]}"
+# Benchmarks are only compiled (the compile-check build below), never run here: no optimized build of them.
+cmake -S . -B build-release "${common[@]}" -DPREFIXTUNE_BUILD_BENCHMARKS=OFF
 cmake --build build-release -j"$jobs"
 run_ctest --test-dir build-release "${ctest_args[@]}"
 
 echo "== ASan + UBSan build + tests"
 # -O0 -g1 (line tables for the reports): the Eigen-heavy tests compile 3.2x faster than at -O1 (measured on
-# tests/autograd/test_attention.cpp: 41 s vs 132 s) and the sanitized tests still run in about a minute.
+# tests/autograd/test_attention.cpp: 41 s vs 132 s) and the sanitized tests still run in about a minute. The
+# library's tests only: the example programs (and the CLI test, which runs them) are built and run in Release.
 cmake -S . -B build-sanitize "${common[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O0 -g1" \
   -DPREFIXTUNE_SANITIZE=ON \
-  -DPREFIXTUNE_BUILD_BENCHMARKS=OFF -DPREFIXTUNE_INSTALL=OFF
+  -DPREFIXTUNE_BUILD_BENCHMARKS=OFF -DPREFIXTUNE_BUILD_EXAMPLES=OFF -DPREFIXTUNE_INSTALL=OFF
 cmake --build build-sanitize -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 run_ctest --test-dir build-sanitize "${ctest_args[@]}" -LE slow
 
@@ -55,9 +58,9 @@ cmake --build build-tsan -j"$jobs" --target test_generate
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" build-tsan/tests/test_generate --test-case="threads*"
 
 if command -v clang++ >/dev/null; then
-  echo "== fuzzing: every parser's libFuzzer target for 30 s (clang, ASan + UBSan; scripts/fuzz.sh)"
+  echo "== fuzzing: every parser's libFuzzer target for 20 s (clang, ASan + UBSan; scripts/fuzz.sh)"
   # The seed and regression corpora are also replayed above by test_fuzz_replay in the Release and ASan builds.
-  PREFIXTUNE_FUZZ_BUILD=build-fuzz scripts/fuzz.sh 30
+  PREFIXTUNE_FUZZ_BUILD=build-fuzz scripts/fuzz.sh 20
 else
   echo "== fuzzing SKIPPED: no clang++ (Debian: clang, libclang-rt-14-dev)"
 fi
@@ -66,18 +69,23 @@ nvcc=""
 for c in "$(command -v nvcc || true)" /usr/local/cuda/bin/nvcc; do
   if [ -n "$c" ] && [ -x "$c" ]; then nvcc="$c"; break; fi
 done
+# A compile-and-link check of the benchmarks and, with a CUDA toolkit, of every GPU program (tests, the CLI with
+# --device cuda, the GPU benchmarks), kept short: no optimization (build type CompileCheck has no flags) and one
+# virtual architecture (PTX, no machine code); a GPU build (scripts/gpu_check.sh, or your own) is Release with real
+# architectures.
+check=(-DCMAKE_BUILD_TYPE=CompileCheck -DPREFIXTUNE_INSTALL=OFF)
+targets=(benchmarks)
 if [ -n "$nvcc" ]; then
-  echo "== CUDA configuration (compile + link; GPU tests skip without a GPU)"
-  cuda_root=$(dirname "$(dirname "$nvcc")")
-  # A compile-and-link check of every GPU program (tests, the CLI with --device cuda, the benchmarks), kept short:
-  # no optimization (build type CompileCheck has no flags) and one virtual architecture (PTX, no machine code); a
-  # GPU build (scripts/gpu_check.sh, or your own) is Release with real architectures.
-  cmake -S . -B build-cuda "${common[@]}" -DCMAKE_BUILD_TYPE=CompileCheck -DPREFIXTUNE_ENABLE_CUDA=ON \
-    -DCUDAToolkit_ROOT="$cuda_root" -DCMAKE_CUDA_ARCHITECTURES=90-virtual -DPREFIXTUNE_INSTALL=OFF
-  cmake --build build-cuda -j"$jobs" --target test_cuda prefixtune_cli bench_cuda
-  run_ctest --test-dir build-cuda "${ctest_args[@]}" -L cuda
+  echo "== compile check: benchmarks and the CUDA configuration (GPU tests skip without a GPU)"
+  check+=(-DPREFIXTUNE_ENABLE_CUDA=ON -DCUDAToolkit_ROOT="$(dirname "$(dirname "$nvcc")")" \
+    -DCMAKE_CUDA_ARCHITECTURES=90-virtual)
+  targets+=(test_cuda prefixtune_cli)
 else
-  echo "== CUDA configuration SKIPPED: no nvcc found (install the CUDA toolkit to build the GPU backend)"
+  echo "== compile check: benchmarks (the CUDA configuration SKIPPED: no nvcc; install the CUDA toolkit)"
+  check+=(-DPREFIXTUNE_BUILD_TESTS=OFF -DPREFIXTUNE_BUILD_EXAMPLES=OFF)
 fi
+cmake -S . -B build-check "${common[@]}" "${check[@]}"
+cmake --build build-check -j"$jobs" --target "${targets[@]}"
+if [ -n "$nvcc" ]; then run_ctest --test-dir build-check "${ctest_args[@]}" -L cuda; fi
 echo "== all checks passed"
 print_summary
