@@ -132,7 +132,6 @@ template <class T, class Device = Cpu>
 struct BartDecoderState {
   KvCache<T, Device> cache;
   std::vector<std::int64_t> request;                   // per slot
-  std::vector<std::int64_t> prefix;                    // per request: its bank entry (kNoPrefix: none)
   std::vector<std::vector<Tensor<T, Device>>> memory;  // per request, per decoder layer: (1, S, 2C)
 };
 
@@ -146,94 +145,60 @@ Tensor<T, Device> bart_extend(const Bart<T, Device, Param>& m, const Seq2SeqBank
   using detail::value_of;
   const BartConfig& c = m.config;
   KvCache<T, Device>& cache = state.cache;
-  PREFIXTUNE_CHECK(slots.size() == tokens.size() && !slots.empty(), "bart_extend: ", slots.size(), " slots for ",
-                   tokens.size(), " token rows (need the same number, >= 1)");
-  const auto R = static_cast<std::int64_t>(slots.size());
-  std::vector<detail::CachedAttentionRow<T>> rows(static_cast<std::size_t>(R));
-  std::vector<char> seen(static_cast<std::size_t>(cache.slots()), 0);
-  std::int64_t N = 0;
-  for (std::int64_t r = 0; r < R; ++r) {
-    const std::int64_t s = slots[static_cast<std::size_t>(r)];
-    cache.check_slot(s);
-    PREFIXTUNE_CHECK(!seen[static_cast<std::size_t>(s)], "bart_extend: slot ", s, " is listed twice");
-    seen[static_cast<std::size_t>(s)] = 1;
-    const auto n = static_cast<std::int64_t>(tokens[static_cast<std::size_t>(r)].size());
-    PREFIXTUNE_CHECK(n >= 1, "bart_extend: row ", r, " has no tokens");
-    const std::int64_t past = cache.length(s), pi = cache.prefix(s);
-    bank.check_index(pi, "bart_extend");
-    PREFIXTUNE_CHECK(past + n <= cache.capacity(), "bart_extend: row ", r, " would hold ", past + n,
-                     " decoder tokens, more than the cache capacity ", cache.capacity(),
-                     " (max_position_embeddings = ", c.max_position_embeddings, ")");
-    auto& w = rows[static_cast<std::size_t>(r)];
-    w.slot = s, w.past = past, w.count = n, w.first = N, w.prefix_len = bank.length(pi);
-    N += n;
-  }
-  auto ids = Tensor<std::int32_t, Cpu>::empty({N}), pos = Tensor<std::int32_t, Cpu>::empty({N});
-  for (std::int64_t r = 0; r < R; ++r) {
-    const auto& w = rows[static_cast<std::size_t>(r)];
-    for (std::int64_t j = 0; j < w.count; ++j) {
-      const std::int32_t id = tokens[static_cast<std::size_t>(r)][static_cast<std::size_t>(j)];
-      PREFIXTUNE_CHECK(id >= 0 && id < c.vocab_size, "bart_extend: row ", r, " token ", j, " has id ", id,
-                       ", outside the vocabulary [0, ", c.vocab_size, ")");
-      ids.data()[w.first + j] = id;
-      pos.data()[w.first + j] = static_cast<std::int32_t>(w.past + j + BartConfig::kPositionOffset);
-    }
-  }
+  auto step = detail::pack_cached_step("bart_extend", cache, bank.decoder(), slots, tokens, c.vocab_size,
+                                       c.max_position_embeddings + BartConfig::kPositionOffset,
+                                       [](std::int64_t, std::int64_t i) { return i + BartConfig::kPositionOffset; });
+  auto& rows = step.rows;
+  const auto R = static_cast<std::int64_t>(rows.size());
+  const std::int64_t N = step.tokens;
   const std::int64_t C = c.d_model, F = c.decoder_ffn_dim, NH = c.decoder_attention_heads;
   const T eps = static_cast<T>(c.layer_norm_epsilon);
   Tensor<T, Device> x({N, C}), y({N, C}), tmp({N, C}), a({N, C}), q({N, C}), qkv({N, 3 * C}), f({N, F}), g({N, F}),
       none;
-  embedding_forward(ids.template to<Device>(), value_of(m.shared), x);
+  embedding_forward(step.ids.template to<Device>(), value_of(m.shared), x);
   if (c.scale_embedding) scale_forward(x, static_cast<T>(std::sqrt(static_cast<double>(C))), x);
-  embedding_forward(pos.template to<Device>(), value_of(m.dec_pos), tmp);
+  embedding_forward(step.pos.template to<Device>(), value_of(m.dec_pos), tmp);
   accumulate(x, tmp);
   layer_norm_forward(x, value_of(m.dec_ln_w), value_of(m.dec_ln_b), eps, y, none, none);
   std::swap(x, y);
   // Runs of consecutive rows of one request share its source memory and cross prefix: one call per run.
   std::vector<std::pair<std::int64_t, std::int64_t>> runs;  // (first row, end row)
-  for (std::int64_t r = 0; r < R; ++r) {
+  for (std::int64_t r = 0, last = -1; r < R; ++r) {
     const std::int64_t i = state.request.at(static_cast<std::size_t>(rows[static_cast<std::size_t>(r)].slot));
-    if (runs.empty() ||
-        state.request[static_cast<std::size_t>(rows[static_cast<std::size_t>(runs.back().first)].slot)] != i)
-      runs.emplace_back(r, r + 1);
-    else
-      runs.back().second = r + 1;
+    if (i != last) runs.emplace_back(r, r);
+    runs.back().second = r + 1;
+    last = i;
   }
   auto post_ln = [&](const Param& w, const Param& b) {  // x = LN(x + tmp)
     accumulate(x, tmp);
     layer_norm_forward(x, value_of(w), value_of(b), eps, y, none, none);
     std::swap(x, y);
   };
-  std::vector<PrefixKv<T, Device>> run_prefix;  // each run's cross prefix, per layer
-  for (const auto& run : runs) {
-    const std::int64_t i = state.request[static_cast<std::size_t>(rows[static_cast<std::size_t>(run.first)].slot)];
-    run_prefix.push_back(
-        detail::bank_prefix_kv(bank.cross(), state.prefix.at(static_cast<std::size_t>(i)), c.decoder_layers));
-  }
   for (std::int64_t l = 0; l < c.decoder_layers; ++l) {
     const auto& L = m.decoder[static_cast<std::size_t>(l)];
     linear_forward(x, value_of(L.qkv_w), value_of(L.qkv_b), qkv);
-    for (auto& w : rows) {
-      const std::int64_t pi = cache.prefix(w.slot);
-      w.prefix_k = pi == kNoPrefix ? nullptr : bank.decoder().k(pi, l).data();
-      w.prefix_v = pi == kNoPrefix ? nullptr : bank.decoder().v(pi, l).data();
-    }
+    detail::bind_prefix(rows, cache, bank.decoder(), l);
     cached_attention_kernel(Device{}, cache.dims(), rows.data(), R, qkv.data(), cache.k(l).data(), cache.v(l).data(),
                             a.data());
     linear_forward(a, value_of(L.self_out_w), value_of(L.self_out_b), tmp);
     post_ln(L.self_ln_w, L.self_ln_b);
     linear_forward(x, value_of(L.cross_q_w), value_of(L.cross_q_b), q);
-    for (std::size_t k = 0; k < runs.size(); ++k) {
-      const auto& w0 = rows[static_cast<std::size_t>(runs[k].first)];
-      const auto& w1 = rows[static_cast<std::size_t>(runs[k].second - 1)];
-      const auto i = static_cast<std::size_t>(state.request[static_cast<std::size_t>(w0.slot)]);
-      const std::int64_t t0 = w0.first, t1 = w1.first + w1.count, n = t1 - t0;
-      const PrefixKv<T, Device>& pk = run_prefix[k];
-      const Tensor<T, Device> pkl = pk.empty() ? Tensor<T, Device>() : pk.k[static_cast<std::size_t>(l)].value();
-      const Tensor<T, Device> pvl = pk.empty() ? Tensor<T, Device>() : pk.v[static_cast<std::size_t>(l)].value();
+    for (const auto& [r0, r1] : runs) {  // the cross prefix of a run's slots is its request's bank entry
+      const auto& w0 = rows[static_cast<std::size_t>(r0)];
+      const auto& w1 = rows[static_cast<std::size_t>(r1 - 1)];
+      const std::int64_t t0 = w0.first, t1 = w1.first + w1.count, n = t1 - t0, pi = cache.prefix(w0.slot);
+      Tensor<T, Device> pk, pv;
+      if (pi != kNoPrefix) {
+        const auto& k = bank.cross().k(pi, l);
+        pk = k.reshape({1, k.size(0), k.size(1), k.size(2)});
+        pv = bank.cross().v(pi, l).reshape({1, k.size(0), k.size(1), k.size(2)});
+      }
       Tensor<T, Device> out = a.rows(t0, t1).reshape({1, n, C});
-      cross_attention_forward(q.rows(t0, t1).reshape({1, n, C}), state.memory[i][static_cast<std::size_t>(l)], NH, pkl,
-                              pvl, Tensor<std::uint8_t, Device>(), out, static_cast<Tensor<T, Device>*>(nullptr));
+      cross_attention_forward(q.rows(t0, t1).reshape({1, n, C}),
+                              state.memory[static_cast<std::size_t>(state.request[static_cast<std::size_t>(w0.slot)])]
+                                          [static_cast<std::size_t>(l)],
+                              NH, pk, pv, Tensor<std::uint8_t, Device>(), out,
+                              static_cast<Tensor<T, Device>*>(nullptr));
     }
     linear_forward(a, value_of(L.cross_out_w), value_of(L.cross_out_b), tmp);
     post_ln(L.cross_ln_w, L.cross_ln_b);
@@ -243,11 +208,7 @@ Tensor<T, Device> bart_extend(const Bart<T, Device, Param>& m, const Seq2SeqBank
     post_ln(L.ffn_ln_w, L.ffn_ln_b);
   }
   for (const auto& w : rows) cache.advance(w.slot, w.count);
-  Tensor<T, Device> last({R, 1, C});
-  for (std::int64_t r = 0; r < R; ++r) {  // the last new token of every row
-    const auto& w = rows[static_cast<std::size_t>(r)];
-    last.reshape({R, C}).rows(r, r + 1).copy_from(x.rows(w.first + w.count - 1, w.first + w.count));
-  }
+  const Tensor<T, Device> last = detail::last_token_states(x, rows).reshape({R, 1, C});
   return bart_logits(m, last).reshape({R, c.vocab_size});
 }
 
@@ -263,7 +224,7 @@ class BartDecoding {
   BartDecoding(const Bart<T, Device, Param>& m, const Seq2SeqBank<T, Device>& bank,
                const std::vector<GenerationRequest>& requests, const GenerateConfig& cfg,
                std::int64_t slots_per_request)
-      : m_(m), bank_(bank), start_{static_cast<std::int32_t>(m.config.decoder_start_token_id)} {
+      : m_(m), bank_(bank), requests_(requests), start_{static_cast<std::int32_t>(m.config.decoder_start_token_id)} {
     const BartConfig& c = m.config;
     const auto R = static_cast<std::int64_t>(requests.size());
     const std::int64_t capacity = std::min<std::int64_t>(cfg.max_new_tokens, c.max_position_embeddings);
@@ -271,13 +232,12 @@ class BartDecoding {
         KvCache<T, Device>(c.decoder_layers, c.decoder_attention_heads, c.d_model / c.decoder_attention_heads,
                            c.max_position_embeddings, R * slots_per_request, capacity);
     state_.request.assign(static_cast<std::size_t>(R * slots_per_request), 0);
-    for (const auto& r : requests) state_.prefix.push_back(r.prefix);
     state_.memory = bart_cross_memory(m, bank, requests);
   }
 
   const std::vector<std::int32_t>& start_tokens(std::int64_t) const { return start_; }
   void start(std::int64_t slot, std::int64_t i) {
-    state_.cache.reset(slot, state_.prefix.at(static_cast<std::size_t>(i)));
+    state_.cache.reset(slot, requests_.at(static_cast<std::size_t>(i)).prefix);
     state_.request.at(static_cast<std::size_t>(slot)) = i;
   }
   Tensor<T, Device> extend(const std::vector<std::int64_t>& slots,
@@ -288,13 +248,12 @@ class BartDecoding {
     state_.cache.copy_slot(dst, src);
     state_.request.at(static_cast<std::size_t>(dst)) = state_.request.at(static_cast<std::size_t>(src));
   }
-  bool full(std::int64_t slot) const {
-    return state_.cache.length(slot) >= std::min(state_.cache.capacity(), m_.config.max_position_embeddings);
-  }
+  bool full(std::int64_t slot) const { return state_.cache.length(slot) >= m_.config.max_position_embeddings; }
 
  private:
   const Bart<T, Device, Param>& m_;
   const Seq2SeqBank<T, Device>& bank_;
+  const std::vector<GenerationRequest>& requests_;
   std::vector<std::int32_t> start_;
   BartDecoderState<T, Device> state_;
 };

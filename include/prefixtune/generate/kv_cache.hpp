@@ -102,6 +102,86 @@ std::int64_t token_position(const PrefixBank<T, Device>& bank, std::int64_t pi, 
   return bank.position_offset(pi) + index;
 }
 
+/// The new tokens of one cached step, packed: every row's CachedAttentionRow (slot, past, count, first, prefix
+/// length and visibility; prefix pointers are bound per layer by bind_prefix) and the ids and positions of all
+/// N tokens.
+template <class T>
+struct CachedStep {
+  std::vector<CachedAttentionRow<T>> rows;
+  Tensor<std::int32_t, Cpu> ids, pos;
+  std::int64_t tokens = 0;
+};
+
+/// Checks and packs tokens[r] for cache slot slots[r]: the slot in range and listed once, >= 1 token, its bank
+/// prefix valid, room in the cache and positions below `positions` (position(slot, index) is the position of the
+/// token at `index` of a slot), every id in [0, vocab_size). Errors start with `op` and name the row.
+template <class T, class Device, class Position>
+CachedStep<T> pack_cached_step(const char* op, const KvCache<T, Device>& cache, const PrefixBank<T, Device>& bank,
+                               const std::vector<std::int64_t>& slots,
+                               const std::vector<std::vector<std::int32_t>>& tokens, std::int64_t vocab_size,
+                               std::int64_t positions, Position position) {
+  PREFIXTUNE_CHECK(slots.size() == tokens.size() && !slots.empty(), op, ": ", slots.size(), " slots for ",
+                   tokens.size(), " token rows (need the same number, >= 1)");
+  const auto R = static_cast<std::int64_t>(slots.size());
+  CachedStep<T> step;
+  step.rows.resize(static_cast<std::size_t>(R));
+  std::vector<char> seen(static_cast<std::size_t>(cache.slots()), 0);
+  for (std::int64_t r = 0; r < R; ++r) {
+    const std::int64_t s = slots[static_cast<std::size_t>(r)];
+    cache.check_slot(s);
+    PREFIXTUNE_CHECK(!seen[static_cast<std::size_t>(s)], op, ": slot ", s, " is listed twice");
+    seen[static_cast<std::size_t>(s)] = 1;
+    const auto n = static_cast<std::int64_t>(tokens[static_cast<std::size_t>(r)].size());
+    PREFIXTUNE_CHECK(n >= 1, op, ": row ", r, " has no tokens");
+    const std::int64_t pi = cache.prefix(s), past = cache.length(s);
+    bank.check_index(pi, op);
+    const std::int64_t last_pos = position(s, past + n - 1);
+    PREFIXTUNE_CHECK(past + n <= cache.capacity() && last_pos < positions, op, ": row ", r, " would hold ", past + n,
+                     " tokens (positions up to ", last_pos, "), more than the cache capacity ", cache.capacity(),
+                     " or the model's context (positions < ", positions, ")");
+    auto& w = step.rows[static_cast<std::size_t>(r)];
+    w.slot = s, w.past = past, w.count = n, w.first = step.tokens, w.prefix_len = bank.length(pi);
+    w.prefix_from = cache.visible_from(s);
+    step.tokens += n;
+  }
+  step.ids = Tensor<std::int32_t, Cpu>::empty(Shape{step.tokens});
+  step.pos = Tensor<std::int32_t, Cpu>::empty(Shape{step.tokens});
+  for (std::int64_t r = 0; r < R; ++r) {
+    const auto& w = step.rows[static_cast<std::size_t>(r)];
+    for (std::int64_t j = 0; j < w.count; ++j) {
+      const std::int32_t id = tokens[static_cast<std::size_t>(r)][static_cast<std::size_t>(j)];
+      PREFIXTUNE_CHECK(id >= 0 && id < vocab_size, op, ": row ", r, " token ", j, " has id ", id,
+                       ", outside the vocabulary [0, ", vocab_size, ")");
+      step.ids.data()[w.first + j] = id;
+      step.pos.data()[w.first + j] = static_cast<std::int32_t>(position(w.slot, w.past + j));
+    }
+  }
+  return step;
+}
+
+/// Points every row at layer l's K/V of its slot's bank prefix (null for none).
+template <class T, class Device>
+void bind_prefix(std::vector<CachedAttentionRow<T>>& rows, const KvCache<T, Device>& cache,
+                 const PrefixBank<T, Device>& bank, std::int64_t l) {
+  for (auto& w : rows) {
+    const std::int64_t pi = cache.prefix(w.slot);
+    w.prefix_k = pi == kNoPrefix ? nullptr : bank.k(pi, l).data();
+    w.prefix_v = pi == kNoPrefix ? nullptr : bank.v(pi, l).data();
+  }
+}
+
+/// The states (R, C) of every row's last new token, gathered from x (N, C).
+template <class T, class Device>
+Tensor<T, Device> last_token_states(const Tensor<T, Device>& x, const std::vector<CachedAttentionRow<T>>& rows) {
+  const auto R = static_cast<std::int64_t>(rows.size());
+  Tensor<T, Device> last({R, x.size(1)});
+  for (std::int64_t r = 0; r < R; ++r) {
+    const auto& w = rows[static_cast<std::size_t>(r)];
+    last.rows(r, r + 1).copy_from(x.rows(w.first + w.count - 1, w.first + w.count));
+  }
+  return last;
+}
+
 }  // namespace detail
 
 /// Appends tokens[r] to cache slot slots[r] for every row r (rows may carry different prefixes, past lengths and
@@ -114,46 +194,16 @@ Tensor<T, Device> gpt2_extend(const Gpt2<T, Device, Param>& m, const PrefixBank<
                               KvCache<T, Device>& cache, const std::vector<std::int64_t>& slots,
                               const std::vector<std::vector<std::int32_t>>& tokens) {
   const Gpt2Config& c = m.config;
-  PREFIXTUNE_CHECK(slots.size() == tokens.size() && !slots.empty(), "gpt2_extend: ", slots.size(), " slots for ",
-                   tokens.size(), " token rows (need the same number, >= 1)");
   PREFIXTUNE_CHECK(cache.dims().NH == c.n_head && cache.dims().HS == c.head_size(),
                    "gpt2_extend: the cache was made for another model");
-  const auto R = static_cast<std::int64_t>(slots.size());
-  std::vector<detail::CachedAttentionRow<T>> rows(static_cast<std::size_t>(R));
-  std::vector<char> seen(static_cast<std::size_t>(cache.slots()), 0);
-  std::int64_t N = 0;
-  for (std::int64_t r = 0; r < R; ++r) {
-    const std::int64_t s = slots[static_cast<std::size_t>(r)];
-    cache.check_slot(s);
-    PREFIXTUNE_CHECK(!seen[static_cast<std::size_t>(s)], "gpt2_extend: slot ", s, " is listed twice");
-    seen[static_cast<std::size_t>(s)] = 1;
-    const auto n = static_cast<std::int64_t>(tokens[static_cast<std::size_t>(r)].size());
-    PREFIXTUNE_CHECK(n >= 1, "gpt2_extend: row ", r, " has no tokens");
-    const std::int64_t pi = cache.prefix(s), past = cache.length(s);
-    bank.check_index(pi, "gpt2_extend");
-    const std::int64_t last_pos = detail::token_position(bank, pi, cache.visible_from(s), past + n - 1);
-    PREFIXTUNE_CHECK(past + n <= cache.capacity() && last_pos < c.n_positions, "gpt2_extend: row ", r, " would hold ",
-                     past + n, " tokens (positions up to ", last_pos, "), more than the cache capacity ",
-                     cache.capacity(), " or the model's context n_positions = ", c.n_positions);
-    auto& w = rows[static_cast<std::size_t>(r)];
-    w.slot = s, w.past = past, w.count = n, w.first = N, w.prefix_len = bank.length(pi);
-    w.prefix_from = cache.visible_from(s);
-    N += n;
-  }
-  auto ids = Tensor<std::int32_t, Cpu>::empty({N}), pos = Tensor<std::int32_t, Cpu>::empty({N});
-  for (std::int64_t r = 0; r < R; ++r) {
-    const auto& w = rows[static_cast<std::size_t>(r)];
-    const std::int64_t pi = cache.prefix(w.slot), from = cache.visible_from(w.slot);
-    for (std::int64_t j = 0; j < w.count; ++j) {
-      const std::int32_t id = tokens[static_cast<std::size_t>(r)][static_cast<std::size_t>(j)];
-      PREFIXTUNE_CHECK(id >= 0 && id < c.vocab_size, "gpt2_extend: row ", r, " token ", j, " has id ", id,
-                       ", outside the vocabulary [0, ", c.vocab_size, ")");
-      ids.data()[w.first + j] = id;
-      pos.data()[w.first + j] = static_cast<std::int32_t>(detail::token_position(bank, pi, from, w.past + j));
-    }
-  }
-  const std::int64_t C = c.n_embd;
-  const auto dids = ids.template to<Device>(), dpos = pos.template to<Device>();
+  auto step = detail::pack_cached_step("gpt2_extend", cache, bank, slots, tokens, c.vocab_size, c.n_positions,
+                                       [&](std::int64_t s, std::int64_t i) {
+                                         return detail::token_position(bank, cache.prefix(s), cache.visible_from(s), i);
+                                       });
+  auto& rows = step.rows;
+  const auto R = static_cast<std::int64_t>(rows.size());
+  const std::int64_t N = step.tokens, C = c.n_embd;
+  const auto dids = step.ids.template to<Device>(), dpos = step.pos.template to<Device>();
   Tensor<T, Device> x({N, C}), tmp({N, C}), a({N, C}), qkv({N, 3 * C}), f({N, 4 * C}), g({N, 4 * C}), none;
   embedding_forward(dids, detail::value_of(m.wte), x);
   embedding_forward(dpos, detail::value_of(m.wpe), tmp);
@@ -164,11 +214,7 @@ Tensor<T, Device> gpt2_extend(const Gpt2<T, Device, Param>& m, const PrefixBank<
     using detail::value_of;
     layer_norm_forward(x, value_of(b.ln_1_w), value_of(b.ln_1_b), eps, a, none, none);
     linear_forward(a, value_of(b.attn_w), value_of(b.attn_b), qkv);
-    for (auto& w : rows) {
-      const std::int64_t pi = cache.prefix(w.slot);
-      w.prefix_k = pi == kNoPrefix ? nullptr : bank.k(pi, l).data();
-      w.prefix_v = pi == kNoPrefix ? nullptr : bank.v(pi, l).data();
-    }
+    detail::bind_prefix(rows, cache, bank, l);
     cached_attention_kernel(Device{}, cache.dims(), rows.data(), R, qkv.data(), cache.k(l).data(), cache.v(l).data(),
                             a.data());
     linear_forward(a, value_of(b.attn_proj_w), value_of(b.attn_proj_b), tmp);
@@ -180,11 +226,8 @@ Tensor<T, Device> gpt2_extend(const Gpt2<T, Device, Param>& m, const PrefixBank<
     accumulate(x, tmp);
   }
   for (const auto& w : rows) cache.advance(w.slot, w.count);
-  Tensor<T, Device> last({R, C}), normed({R, C});
-  for (std::int64_t r = 0; r < R; ++r) {  // the last new token of every row
-    const auto& w = rows[static_cast<std::size_t>(r)];
-    last.rows(r, r + 1).copy_from(x.rows(w.first + w.count - 1, w.first + w.count));
-  }
+  const Tensor<T, Device> last = detail::last_token_states(x, rows);
+  Tensor<T, Device> normed({R, C});
   layer_norm_forward(last, detail::value_of(m.ln_f_w), detail::value_of(m.ln_f_b), eps, normed, none, none);
   const Tensor<T, Device> e = detail::value_of(m.head());
   Tensor<T, Device> logits({R, e.size(0)});
