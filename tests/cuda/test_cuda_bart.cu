@@ -6,28 +6,20 @@
 #include <cmath>
 #include <vector>
 
+#include "cuda/cuda_test_util.hpp"
 #include "prefixtune/cuda.cuh"
 #include "prefixtune/models/bart_io.hpp"
 #include "prefixtune/prefix/seq2seq_prefix.hpp"
 #include "test_util.hpp"
 
 using namespace prefixtune;
+using test::dev;
+using test::diff;
 using test::max_rel_diff;
 
 namespace {
 
 constexpr double kTol = 1e-5;
-
-template <class T>
-Tensor<T, Cuda> gpu_copy(const Tensor<T>& t) {
-  return t.defined() ? t.template to<Cuda>() : Tensor<T, Cuda>();
-}
-
-template <class T>
-double diff(const Tensor<T, Cuda>& gpu, const Tensor<T>& cpu) {
-  REQUIRE(gpu.shape() == cpu.shape());
-  return max_rel_diff(gpu.to_vector(), cpu.to_vector());
-}
 
 Tensor<float> rnd(const Shape& s, Rng& rng) { return test::random_tensor<float>(s, rng); }
 
@@ -62,8 +54,8 @@ TEST_CASE("CUDA cross-attention with prefix and key mask equals the CPU kernels,
         for (std::int64_t t = 0; t < c.Tk; ++t)
           mask(b, t) = (c.mask == KeyMask::RowHidden && b == 1) || (t + 2 * b) % 4 == 1 ? 0 : 1;
     }
-    const auto gq = gpu_copy(q), gkv = gpu_copy(kv), gpk = gpu_copy(pk), gpv = gpu_copy(pv);
-    const auto gmask = gpu_copy(mask);
+    const auto gq = dev(q), gkv = dev(kv), gpk = dev(pk), gpv = dev(pv);
+    const auto gmask = dev(mask);
 
     Tensor<float> out({c.B, c.Tq, C}), probs;
     Tensor<float, Cuda> gout({c.B, c.Tq, C}), gprobs;
@@ -85,11 +77,11 @@ TEST_CASE("CUDA cross-attention with prefix and key mask equals the CPU kernels,
 
     // Backward into non-zero gradients (the kernels accumulate).
     const auto dout = rnd(q.shape(), rng);
-    const auto gdout = gpu_copy(dout);
+    const auto gdout = dev(dout);
     auto dq = rnd(q.shape(), rng), dkv = rnd(kv.shape(), rng);
     Tensor<float> dpk, dpv;
     if (c.P > 0) dpk = rnd(pk.shape(), rng), dpv = rnd(pv.shape(), rng);
-    auto gdq = gpu_copy(dq), gdkv = gpu_copy(dkv), gdpk = gpu_copy(dpk), gdpv = gpu_copy(dpv);
+    auto gdq = dev(dq), gdkv = dev(dkv), gdpk = dev(dpk), gdpv = dev(dpv);
     const auto dq0 = dq.clone();
     cross_attention_backward(dout, q, kv, c.NH, probs, pk, pv, mask, dq, dkv, dpk, dpv);
     cross_attention_backward(gdout, gq, gkv, c.NH, gprobs, gpk, gpv, gmask, gdq, gdkv, gdpk, gdpv);
@@ -132,30 +124,30 @@ namespace {
 Bart<float, Cuda> bart_to_gpu(const Bart<float>& m) {
   Bart<float, Cuda> g;
   g.config = m.config;
-  g.shared = gpu_copy(m.shared), g.enc_pos = gpu_copy(m.enc_pos), g.dec_pos = gpu_copy(m.dec_pos);
-  g.enc_ln_w = gpu_copy(m.enc_ln_w), g.enc_ln_b = gpu_copy(m.enc_ln_b);
-  g.dec_ln_w = gpu_copy(m.dec_ln_w), g.dec_ln_b = gpu_copy(m.dec_ln_b);
-  g.final_logits_bias = gpu_copy(m.final_logits_bias), g.lm_head = gpu_copy(m.lm_head);
+  g.shared = dev(m.shared), g.enc_pos = dev(m.enc_pos), g.dec_pos = dev(m.dec_pos);
+  g.enc_ln_w = dev(m.enc_ln_w), g.enc_ln_b = dev(m.enc_ln_b);
+  g.dec_ln_w = dev(m.dec_ln_w), g.dec_ln_b = dev(m.dec_ln_b);
+  g.final_logits_bias = dev(m.final_logits_bias), g.lm_head = dev(m.lm_head);
   for (const auto& L : m.encoder) {
     BartEncoderLayer<Tensor<float, Cuda>> G;
-    G.q_w = gpu_copy(L.q_w), G.q_b = gpu_copy(L.q_b), G.kv_w = gpu_copy(L.kv_w), G.kv_b = gpu_copy(L.kv_b);
-    G.out_w = gpu_copy(L.out_w), G.out_b = gpu_copy(L.out_b);
-    G.attn_ln_w = gpu_copy(L.attn_ln_w), G.attn_ln_b = gpu_copy(L.attn_ln_b);
-    G.fc1_w = gpu_copy(L.fc1_w), G.fc1_b = gpu_copy(L.fc1_b), G.fc2_w = gpu_copy(L.fc2_w), G.fc2_b = gpu_copy(L.fc2_b);
-    G.ffn_ln_w = gpu_copy(L.ffn_ln_w), G.ffn_ln_b = gpu_copy(L.ffn_ln_b);
+    G.q_w = dev(L.q_w), G.q_b = dev(L.q_b), G.kv_w = dev(L.kv_w), G.kv_b = dev(L.kv_b);
+    G.out_w = dev(L.out_w), G.out_b = dev(L.out_b);
+    G.attn_ln_w = dev(L.attn_ln_w), G.attn_ln_b = dev(L.attn_ln_b);
+    G.fc1_w = dev(L.fc1_w), G.fc1_b = dev(L.fc1_b), G.fc2_w = dev(L.fc2_w), G.fc2_b = dev(L.fc2_b);
+    G.ffn_ln_w = dev(L.ffn_ln_w), G.ffn_ln_b = dev(L.ffn_ln_b);
     g.encoder.push_back(G);
   }
   for (const auto& L : m.decoder) {
     BartDecoderLayer<Tensor<float, Cuda>> G;
-    G.qkv_w = gpu_copy(L.qkv_w), G.qkv_b = gpu_copy(L.qkv_b);
-    G.self_out_w = gpu_copy(L.self_out_w), G.self_out_b = gpu_copy(L.self_out_b);
-    G.self_ln_w = gpu_copy(L.self_ln_w), G.self_ln_b = gpu_copy(L.self_ln_b);
-    G.cross_q_w = gpu_copy(L.cross_q_w), G.cross_q_b = gpu_copy(L.cross_q_b);
-    G.cross_kv_w = gpu_copy(L.cross_kv_w), G.cross_kv_b = gpu_copy(L.cross_kv_b);
-    G.cross_out_w = gpu_copy(L.cross_out_w), G.cross_out_b = gpu_copy(L.cross_out_b);
-    G.cross_ln_w = gpu_copy(L.cross_ln_w), G.cross_ln_b = gpu_copy(L.cross_ln_b);
-    G.fc1_w = gpu_copy(L.fc1_w), G.fc1_b = gpu_copy(L.fc1_b), G.fc2_w = gpu_copy(L.fc2_w), G.fc2_b = gpu_copy(L.fc2_b);
-    G.ffn_ln_w = gpu_copy(L.ffn_ln_w), G.ffn_ln_b = gpu_copy(L.ffn_ln_b);
+    G.qkv_w = dev(L.qkv_w), G.qkv_b = dev(L.qkv_b);
+    G.self_out_w = dev(L.self_out_w), G.self_out_b = dev(L.self_out_b);
+    G.self_ln_w = dev(L.self_ln_w), G.self_ln_b = dev(L.self_ln_b);
+    G.cross_q_w = dev(L.cross_q_w), G.cross_q_b = dev(L.cross_q_b);
+    G.cross_kv_w = dev(L.cross_kv_w), G.cross_kv_b = dev(L.cross_kv_b);
+    G.cross_out_w = dev(L.cross_out_w), G.cross_out_b = dev(L.cross_out_b);
+    G.cross_ln_w = dev(L.cross_ln_w), G.cross_ln_b = dev(L.cross_ln_b);
+    G.fc1_w = dev(L.fc1_w), G.fc1_b = dev(L.fc1_b), G.fc2_w = dev(L.fc2_w), G.fc2_b = dev(L.fc2_b);
+    G.ffn_ln_w = dev(L.ffn_ln_w), G.ffn_ln_b = dev(L.ffn_ln_b);
     g.decoder.push_back(G);
   }
   return g;

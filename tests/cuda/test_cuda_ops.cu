@@ -7,26 +7,18 @@
 #include <cmath>
 #include <limits>
 
+#include "cuda/cuda_test_util.hpp"
 #include "prefixtune/cuda.cuh"
 #include "test_util.hpp"
 
 using namespace prefixtune;
+using test::dev;
+using test::diff;
 using test::max_rel_diff;
 
 namespace {
 
 constexpr double kTol = 1e-5;
-
-template <class T>
-Tensor<T, Cuda> dev(const Tensor<T>& t) {
-  return t.template to<Cuda>();
-}
-
-template <class T>
-double diff(const Tensor<T, Cuda>& gpu, const Tensor<T>& cpu) {
-  REQUIRE(gpu.shape() == cpu.shape());
-  return max_rel_diff(gpu.to_vector(), cpu.to_vector());
-}
 
 // ||gpu - cpu|| / ||cpu|| (2-norms): the relative error of a whole TF32 product (each product rounds its inputs to
 // 10-bit mantissas, so single elements near zero can be off by more).
