@@ -132,13 +132,9 @@ inline std::int64_t count_bart_tokens(benchmark::State& state, const std::vector
   return n;
 }
 
-inline void BM_bart_generate_batch1(benchmark::State& state) {
-  const Bart<float>& model = bart_base();
-  Rng rng(3);
-  const Seq2SeqBank<float> bank = random_bart_bank(model.config, 1, rng);
-  const std::vector<GenerationRequest> requests{
-      {random_ids(rng, kBartSource, model.config.vocab_size), state.range(0) != 0 ? 0 : kNoPrefix}};
-  const GenerateConfig cfg = bart_fixed_length_greedy(model.config);
+/// One warm-up call, then generate() per iteration; tokens/s counts kBartNewTokens per iteration (one request).
+inline void time_bart_generate(benchmark::State& state, const Bart<float>& model, const Seq2SeqBank<float>& bank,
+                               const std::vector<GenerationRequest>& requests, const GenerateConfig& cfg) {
   count_bart_tokens(state, generate(model, bank, requests, cfg));  // warm-up
   for (auto _ : state) {
     auto out = generate(model, bank, requests, cfg);
@@ -146,6 +142,16 @@ inline void BM_bart_generate_batch1(benchmark::State& state) {
   }
   state.counters["tokens/s"] =
       benchmark::Counter(double(kBartNewTokens), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+inline void BM_bart_generate_batch1(benchmark::State& state) {
+  const Bart<float>& model = bart_base();
+  Rng rng(3);
+  const Seq2SeqBank<float> bank = random_bart_bank(model.config, 1, rng);
+  const std::vector<GenerationRequest> requests{
+      {random_ids(rng, kBartSource, model.config.vocab_size), state.range(0) != 0 ? 0 : kNoPrefix}};
+  const GenerateConfig cfg = bart_fixed_length_greedy(model.config);
+  time_bart_generate(state, model, bank, requests, cfg);
 }
 
 inline void BM_bart_generate_many_prefixes(benchmark::State& state) {
@@ -180,13 +186,7 @@ inline void BM_bart_generate_beam(benchmark::State& state) {
   const std::vector<GenerationRequest> requests{{random_ids(rng, kBartSource, model.config.vocab_size), 0}};
   GenerateConfig cfg = bart_xsum_config(model.config);
   cfg.max_new_tokens = cfg.min_new_tokens = kBartNewTokens;
-  count_bart_tokens(state, generate(model, bank, requests, cfg));  // warm-up
-  for (auto _ : state) {
-    auto out = generate(model, bank, requests, cfg);
-    benchmark::DoNotOptimize(out.data());
-  }
-  state.counters["tokens/s"] =
-      benchmark::Counter(double(kBartNewTokens), benchmark::Counter::kIsIterationInvariantRate);
+  time_bart_generate(state, model, bank, requests, cfg);
   state.counters["beams"] = double(cfg.num_beams);
 }
 
