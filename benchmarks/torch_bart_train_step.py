@@ -30,11 +30,11 @@ step_ms_median, peak_rss_mb, threads, torch (+ the config).
 
 import argparse
 import json
-import resource
-import time
 
 import torch
 import torch.nn.functional as F
+
+from torch_train_step import time_steps
 
 POS_OFFSET = 2  # BartLearnedPositionalEmbedding: position p uses row p + 2
 
@@ -167,24 +167,8 @@ def main():
             opt.step()
         return loss.item()
 
-    t0 = time.perf_counter()
-    first_loss = step()  # warm-up
-    warm_s = time.perf_counter() - t0
-    times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        loss = step()
-        times.append(time.perf_counter() - t0)
-    step_s = sum(times) / len(times)
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-    print("warm-up step %.1f ms, loss %.4f -> %.4f; step times ms: %s" % (
-        warm_s * 1e3, first_loss, loss, ", ".join("%.1f" % (t * 1e3) for t in times)))
     print(json.dumps({
-        "tokens_per_s": round(Bn * (Sn + Tn) / step_s, 2),
-        "step_ms": round(step_s * 1e3, 2),
-        "step_ms_min": round(min(times) * 1e3, 2),
-        "step_ms_median": round(sorted(times)[len(times) // 2] * 1e3, 2),
-        "peak_rss_mb": round(peak_rss_mb, 1),
+        **time_steps(step, args.steps, Bn * (Sn + Tn)),
         "threads": args.threads,
         "torch": torch.__version__,
         "workload": "bart_train_step", "forward_only": args.forward_only, "batch": Bn, "source": Sn, "target": Tn,

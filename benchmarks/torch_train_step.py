@@ -74,6 +74,30 @@ class PrefixEncoder(torch.nn.Module):
         return [(kv[2 * i], kv[2 * i + 1]) for i in range(self.L)]
 
 
+def time_steps(step, steps, tokens_per_step):
+    """One warm-up call of step() (returns the loss), then `steps` timed calls; prints the losses and step times
+    and returns the timing fields of the JSON line (tokens/s, step ms mean/min/median, peak RSS)."""
+    t0 = time.perf_counter()
+    first_loss = step()  # warm-up
+    warm_s = time.perf_counter() - t0
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        loss = step()
+        times.append(time.perf_counter() - t0)
+    step_s = sum(times) / len(times)
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    print("warm-up step %.1f ms, loss %.4f -> %.4f; step times ms: %s" % (
+        warm_s * 1e3, first_loss, loss, ", ".join("%.1f" % (t * 1e3) for t in times)))
+    return {
+        "tokens_per_s": round(tokens_per_step / step_s, 2),
+        "step_ms": round(step_s * 1e3, 2),
+        "step_ms_min": round(min(times) * 1e3, 2),
+        "step_ms_median": round(sorted(times)[len(times) // 2] * 1e3, 2),
+        "peak_rss_mb": round(peak_rss_mb, 1),
+    }
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -108,24 +132,8 @@ def main():
         opt.step()
         return loss.item()
 
-    t0 = time.perf_counter()
-    first_loss = step()  # warm-up
-    warm_s = time.perf_counter() - t0
-    times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        loss = step()
-        times.append(time.perf_counter() - t0)
-    step_s = sum(times) / len(times)
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-    print("warm-up step %.1f ms, loss %.4f -> %.4f; step times ms: %s" % (
-        warm_s * 1e3, first_loss, loss, ", ".join("%.1f" % (t * 1e3) for t in times)))
     print(json.dumps({
-        "tokens_per_s": round(Bn * Tn / step_s, 2),
-        "step_ms": round(step_s * 1e3, 2),
-        "step_ms_min": round(min(times) * 1e3, 2),
-        "step_ms_median": round(sorted(times)[len(times) // 2] * 1e3, 2),
-        "peak_rss_mb": round(peak_rss_mb, 1),
+        **time_steps(step, args.steps, Bn * Tn),
         "threads": args.threads,
         "torch": torch.__version__,
         "device": args.device, "tf32": args.tf32,
