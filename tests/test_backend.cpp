@@ -68,6 +68,44 @@ TEST_CASE_TEMPLATE("gemm matches a naive double loop on odd shapes, all transpos
         for (auto& p : ab) check_gemm<T>(ta, tb, s[0], s[1], s[2], p[0], p[1], rng, int(s[0] % 3));
 }
 
+TEST_CASE("small-m float kernels (AVX2): every row count, column and k tails, alpha/beta, both B layouts") {
+  if (!detail::cpu_has_avx2_fma()) MESSAGE("this CPU has no AVX2 + FMA: the kernels are not used here");
+  Rng rng(77);
+  // Column counts around the kernels' block widths (16 and 8 for B (k, n); 3 for B (n, k)) and one above
+  // kSmallGemmParallelMin (split over the threads); k around the 8-lane width.
+  const std::int64_t ns[] = {1, 3, 7, 8, 9, 16, 17, 31, 48, 50, 97, 4801};
+  const std::int64_t ks[] = {1, 7, 8, 13, 64};
+  const double ab[][2] = {{1.0, 0.0}, {-1.5, 0.25}};
+  for (std::int64_t m = 1; m <= detail::kSmallGemmMaxRows; ++m)
+    for (std::int64_t n : ns)
+      for (std::int64_t k : ks)
+        for (Trans tb : {Trans::N, Trans::T})
+          for (auto& p : ab) check_gemm<float>(Trans::N, tb, m, n, n > 1000 ? k * 4 : k, p[0], p[1], rng, int(m % 2));
+}
+
+TEST_CASE("small-m float kernels: a row's result does not depend on the rows batched with it") {
+  Rng rng(78);
+  const std::int64_t n = 301, k = 203, m = 11;
+  for (Trans tb : {Trans::N, Trans::T}) {
+    auto a = test::random_values(m * k, rng), b = test::random_values(n * k, rng);
+    const std::vector<float> af(a.begin(), a.end()), bf(b.begin(), b.end());
+    std::vector<float> all(m * n), one(n);
+    const std::int64_t ldb = tb == Trans::N ? n : k;
+    gemm(Cpu{}, Trans::N, tb, m, n, k, 1.0f, af.data(), k, bf.data(), ldb, 0.0f, all.data(), n);
+    for (std::int64_t i = 0; i < m; ++i) {
+      gemm(Cpu{}, Trans::N, tb, 1, n, k, 1.0f, af.data() + i * k, k, bf.data(), ldb, 0.0f, one.data(), n);
+      INFO("tb=", to_string(tb), " row ", i);
+      if (detail::cpu_has_avx2_fma()) CHECK(std::equal(one.begin(), one.end(), all.begin() + i * n));
+    }
+    // The kernel took the product (and, with beta == 0, never read C's NaNs).
+    std::vector<float> c(m * n, std::numeric_limits<float>::quiet_NaN());
+    const bool took = detail::gemm_small_m(tb == Trans::T, m, n, k, 1.0f, af.data(), k, bf.data(), ldb, 0.0f,
+                                           c.data(), n);
+    CHECK(took == detail::cpu_has_avx2_fma());
+    if (took) CHECK(c == all);
+  }
+}
+
 TEST_CASE("gemm with beta == 0 never reads C (NaN in C does not propagate)") {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   std::vector<float> a = {1, 2, 3, 4}, b = {1, 0, 0, 1}, c(4, nan);

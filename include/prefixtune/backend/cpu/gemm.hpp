@@ -11,6 +11,7 @@
 
 #include <Eigen/Core>
 
+#include "prefixtune/backend/cpu/gemm_small.hpp"
 #include "prefixtune/backend/cpu/threads.hpp"
 #include "prefixtune/core/device.hpp"
 #include "prefixtune/core/error.hpp"
@@ -182,6 +183,9 @@ bool gemm_skinny_nt(Trans ta, Trans tb, std::int64_t m, std::int64_t n, std::int
 template <class T>
 void gemm_cpu_dispatch(Trans ta, Trans tb, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
                        std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (ta == Trans::N && gemm_small_m(tb == Trans::T, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
+  }
   if (gemm_skinny_nt(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
 #if defined(PREFIXTUNE_WITH_BLAS)
   if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {

@@ -1,0 +1,237 @@
+// SPDX-License-Identifier: MIT
+// Float GEMMs with few rows (m <= 16: decoding a batch of 1..16 tokens) as AVX2 + FMA register-blocked kernels
+// that read the weight matrix B once, in place, for all m rows. OpenBLAS repacks all of B on every call (at
+// decoding shapes most of its time) and Eigen's GEMV is SSE2-only in a default build; these kernels are compiled
+// for AVX2 + FMA through function target attributes and chosen at run time when the CPU has them, so users need
+// no -march flag.
+//
+// Two layouts, both with A (m, k) row-major:
+//  - NN: C = A B, B (k, n) row-major (GPT-2's Conv1D weights): B streamed row by row, partial sums in L1.
+//  - NT: C = A B^T, B (n, k) row-major (nn.Linear weights, the tied LM head). Each (row, column) pair is one dot
+//    product of 8 lanes, reduced in a fixed order.
+// Every output element is summed in the same order whatever m is, so a row's result does not depend on the rows
+// batched with it.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "prefixtune/backend/cpu/threads.hpp"
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__CUDACC__) && !defined(PREFIXTUNE_NO_X86_KERNELS)
+#define PREFIXTUNE_X86_KERNELS 1
+#include <immintrin.h>
+#define PREFIXTUNE_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#endif
+
+namespace prefixtune::detail {
+
+/// Row counts the small-m kernels take; larger products go to the blocked GEMM.
+inline constexpr std::int64_t kSmallGemmMaxRows = 16;
+
+/// Whether this CPU runs the AVX2 + FMA kernels (checked once).
+inline bool cpu_has_avx2_fma() {
+#if defined(PREFIXTUNE_X86_KERNELS)
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
+#if defined(PREFIXTUNE_X86_KERNELS)
+
+/// Writes alpha * s (+ beta * C) to 8 consecutive outputs; beta == 0 never reads C.
+PREFIXTUNE_TARGET_AVX2 inline void store8(float* c, __m256 s, float alpha, float beta) {
+  __m256 r = _mm256_mul_ps(_mm256_set1_ps(alpha), s);
+  if (beta != 0.0f) r = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(c), r);
+  _mm256_storeu_ps(c, r);
+}
+
+inline void store1(float* c, float s, float alpha, float beta) {
+  *c = beta == 0.0f ? alpha * s : alpha * s + beta * *c;
+}
+
+/// NN (B (k, n) row-major): B is read 4 rows at a time in pieces of up to 1024 columns (4 contiguous streams,
+/// the rows kNnPrefetchRows further down prefetched meanwhile), and every row of A adds its products into partial
+/// sums of those columns kept in L1 (at most kNnSumFloats of them). Each element of C is one chain of fused
+/// multiply-adds over p = 0..k in order, whatever m is.
+inline constexpr std::int64_t kNnSumFloats = 4096, kNnPrefetchRows = 8;
+
+/// Columns j0..j1 of C = alpha A B + beta C (NN), all m rows.
+PREFIXTUNE_TARGET_AVX2 inline void nn_columns_avx2(std::int64_t m, std::int64_t j0, std::int64_t j1, std::int64_t k,
+                                                   float alpha, const float* a, std::int64_t lda, const float* b,
+                                                   std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  alignas(32) float y[kNnSumFloats];
+  const std::int64_t piece = std::min<std::int64_t>(1024, kNnSumFloats / m / 8 * 8);
+  const std::int64_t j8 = j0 + (j1 - j0) / 8 * 8;
+  for (std::int64_t t0 = j0; t0 < j8; t0 += piece) {
+    const std::int64_t w = std::min(piece, j8 - t0);  // a multiple of 8
+    std::fill(y, y + m * piece, 0.0f);
+    std::int64_t p = 0;
+    for (; p + 4 <= k; p += 4) {
+      const float *b0 = b + p * ldb + t0, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
+      if (p + 4 + kNnPrefetchRows <= k)
+        for (std::int64_t r = kNnPrefetchRows; r < kNnPrefetchRows + 4; ++r)
+          for (std::int64_t j = 0; j < w; j += 16)
+            _mm_prefetch(reinterpret_cast<const char*>(b0 + r * ldb + j), _MM_HINT_T0);
+      for (std::int64_t i = 0; i < m; ++i) {
+        const float* ai = a + i * lda + p;
+        const __m256 x0 = _mm256_set1_ps(ai[0]), x1 = _mm256_set1_ps(ai[1]), x2 = _mm256_set1_ps(ai[2]),
+                     x3 = _mm256_set1_ps(ai[3]);
+        float* yi = y + i * piece;
+        for (std::int64_t j = 0; j < w; j += 8) {
+          __m256 acc = _mm256_load_ps(yi + j);
+          acc = _mm256_fmadd_ps(x0, _mm256_loadu_ps(b0 + j), acc);
+          acc = _mm256_fmadd_ps(x1, _mm256_loadu_ps(b1 + j), acc);
+          acc = _mm256_fmadd_ps(x2, _mm256_loadu_ps(b2 + j), acc);
+          acc = _mm256_fmadd_ps(x3, _mm256_loadu_ps(b3 + j), acc);
+          _mm256_store_ps(yi + j, acc);
+        }
+      }
+    }
+    for (; p < k; ++p) {
+      const float* bp = b + p * ldb + t0;
+      for (std::int64_t i = 0; i < m; ++i) {
+        const __m256 x = _mm256_set1_ps(a[i * lda + p]);
+        float* yi = y + i * piece;
+        for (std::int64_t j = 0; j < w; j += 8)
+          _mm256_store_ps(yi + j, _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + j), _mm256_load_ps(yi + j)));
+      }
+    }
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t j = 0; j < w; j += 8)
+        store8(c + i * ldc + t0 + j, _mm256_load_ps(y + i * piece + j), alpha, beta);
+  }
+  for (std::int64_t j = j8; j < j1; ++j)  // fewer than 8 columns left: scalar, the same chain per element
+    for (std::int64_t i = 0; i < m; ++i) {
+      float s = 0.0f;
+      for (std::int64_t p = 0; p < k; ++p) s = std::fma(a[i * lda + p], b[p * ldb + j], s);
+      store1(c + i * ldc + j, s, alpha, beta);
+    }
+}
+
+/// Sum of the 8 lanes in a fixed order.
+PREFIXTUNE_TARGET_AVX2 inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/// NT block: C[0..MR, 0..JR] of C = A B^T, each element a dot product over k (8 lanes, then the k % 8 tail).
+template <int MR, int JR>
+PREFIXTUNE_TARGET_AVX2 inline void nt_block(std::int64_t k, const float* a, std::int64_t lda, const float* b,
+                                            std::int64_t ldb, float alpha, float beta, float* c, std::int64_t ldc,
+                                            bool prefetch_next) {
+  __m256 acc[MR][JR];
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < JR; ++j) acc[i][j] = _mm256_setzero_ps();
+  const std::int64_t k8 = k / 8 * 8;
+  for (std::int64_t p = 0; p < k8; p += 8) {
+    if (prefetch_next)  // the same line of the next JR rows of B
+#pragma GCC unroll 4
+      for (int j = 0; j < JR; ++j) _mm_prefetch(reinterpret_cast<const char*>(b + (JR + j) * ldb + p), _MM_HINT_T0);
+    __m256 bv[JR];
+#pragma GCC unroll 4
+    for (int j = 0; j < JR; ++j) bv[j] = _mm256_loadu_ps(b + j * ldb + p);
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; ++i) {
+      const __m256 av = _mm256_loadu_ps(a + i * lda + p);
+#pragma GCC unroll 4
+      for (int j = 0; j < JR; ++j) acc[i][j] = _mm256_fmadd_ps(av, bv[j], acc[i][j]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < JR; ++j) {
+      float s = hsum8(acc[i][j]);
+      for (std::int64_t p = k8; p < k; ++p) s = std::fma(a[i * lda + p], b[j * ldb + p], s);
+      store1(c + i * ldc + j, s, alpha, beta);
+    }
+}
+
+/// Rows 0..m of an NT block of JR columns, in groups of up to 4 rows (3 columns at a time for 3-4 rows: 12
+/// accumulators; 4 for 1-2 rows).
+template <int JR>
+PREFIXTUNE_TARGET_AVX2 inline void nt_rows(std::int64_t m, std::int64_t k, const float* a, std::int64_t lda,
+                                           const float* b, std::int64_t ldb, float alpha, float beta, float* c,
+                                           std::int64_t ldc, bool prefetch_next) {
+  std::int64_t i = 0;
+  for (; i + 4 <= m; i += 4, prefetch_next = false)
+    nt_block<4, JR>(k, a + i * lda, lda, b, ldb, alpha, beta, c + i * ldc, ldc, prefetch_next);
+  const float* ai = a + i * lda;
+  float* ci = c + i * ldc;
+  switch (m - i) {
+    case 3:
+      nt_block<3, JR>(k, ai, lda, b, ldb, alpha, beta, ci, ldc, prefetch_next);
+      break;
+    case 2:
+      nt_block<2, JR>(k, ai, lda, b, ldb, alpha, beta, ci, ldc, prefetch_next);
+      break;
+    case 1:
+      nt_block<1, JR>(k, ai, lda, b, ldb, alpha, beta, ci, ldc, prefetch_next);
+      break;
+    default:
+      break;
+  }
+}
+
+/// Columns j0..j1 of C = alpha A B^T + beta C (NT), all m rows; the first row group of each block of 3 columns
+/// prefetches the next block's rows of B.
+PREFIXTUNE_TARGET_AVX2 inline void nt_columns_avx2(std::int64_t m, std::int64_t j0, std::int64_t j1, std::int64_t k,
+                                                   float alpha, const float* a, std::int64_t lda, const float* b,
+                                                   std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  std::int64_t j = j0;
+  for (; j + 3 <= j1; j += 3) nt_rows<3>(m, k, a, lda, b + j * ldb, ldb, alpha, beta, c + j, ldc, j + 6 <= j1);
+  for (; j < j1; ++j) nt_rows<1>(m, k, a, lda, b + j * ldb, ldb, alpha, beta, c + j, ldc, false);
+}
+
+#endif  // PREFIXTUNE_X86_KERNELS
+
+/// Products with at least this many multiply-adds split their columns over the OpenMP threads.
+inline constexpr std::int64_t kSmallGemmParallelMin = std::int64_t{1} << 17;
+
+/// C (m, n) = alpha * A op(B) + beta * C with A (m, k) row-major, op(B) = B (k, n) or, when b_transposed,
+/// B^T with B (n, k); 1 <= m <= kSmallGemmMaxRows, on a CPU with AVX2 + FMA. Returns false (nothing done) when
+/// the product is not of that kind or the CPU lacks them.
+inline bool gemm_small_m(bool b_transposed, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+                         std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+#if defined(PREFIXTUNE_X86_KERNELS)
+  if (m < 1 || m > kSmallGemmMaxRows || n < 1 || k < 1 || !cpu_has_avx2_fma()) return false;
+  auto columns = [&](std::int64_t j0, std::int64_t j1) {
+    if (b_transposed)
+      nt_columns_avx2(m, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    else
+      nn_columns_avx2(m, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  };
+#if defined(_OPENMP)
+  if (m * n * k >= kSmallGemmParallelMin && !omp_in_parallel() && num_threads() > 1) {
+    // Column ranges in whole blocks of 48 (multiples of the NN kernel's 8 lanes and of the NT kernel's 3 columns).
+    const std::int64_t blocks = (n + 47) / 48;
+#pragma omp parallel
+    {
+      const std::int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+      const std::int64_t j0 = std::min(n, blocks * t / nt * 48), j1 = std::min(n, blocks * (t + 1) / nt * 48);
+      if (j1 > j0) columns(j0, j1);
+    }
+    return true;
+  }
+#endif
+  columns(0, n);
+  return true;
+#else
+  (void)b_transposed, (void)m, (void)n, (void)k, (void)alpha, (void)a, (void)lda, (void)b, (void)ldb, (void)beta;
+  (void)c, (void)ldc;
+  return false;
+#endif
+}
+
+}  // namespace prefixtune::detail
