@@ -49,8 +49,8 @@ void run(benchmark::State& state, Kernel kernel) {
   }
   state.counters["GFLOP/s"] =
       benchmark::Counter(2.0 * double(m) * double(n) * double(k) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["GB/s"] = benchmark::Counter(double(k) * double(n) * sizeof(float) * 1e-9,
-                                              benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB/s"] =
+      benchmark::Counter(double(k) * double(n) * sizeof(float) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void BM_gemm_prefixtune(benchmark::State& state) {
@@ -68,8 +68,7 @@ void BM_gemm_prefixtune_nt(benchmark::State& state) {
 // What m == 1 used before the small-m kernels: Eigen's GEMV split over the threads in output blocks.
 void BM_gemv_eigen_parallel(benchmark::State& state) {
   run(state, [](std::int64_t m, std::int64_t n, std::int64_t k, Operands& op) {
-    if (!detail::gemv_parallel(Trans::N, Trans::N, m, n, k, 1.0f, op.a.data(), k, op.b, n, 0.0f, op.c.data(),
-                               n))
+    if (!detail::gemv_parallel(Trans::N, Trans::N, m, n, k, 1.0f, op.a.data(), k, op.b, n, 0.0f, op.c.data(), n))
       detail::gemm_eigen(Trans::N, Trans::N, m, n, k, 1.0f, op.a.data(), k, op.b, n, 0.0f, op.c.data(), n);
   });
 }
@@ -83,14 +82,14 @@ void BM_gemm_eigen(benchmark::State& state) {
 #if defined(PREFIXTUNE_WITH_BLAS)
 void BM_gemm_openblas(benchmark::State& state) {
   run(state, [](std::int64_t m, std::int64_t n, std::int64_t k, Operands& op) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(n), int(k), 1.0f, op.a.data(), int(k),
-                op.b, int(n), 0.0f, op.c.data(), int(n));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(n), int(k), 1.0f, op.a.data(), int(k), op.b,
+                int(n), 0.0f, op.c.data(), int(n));
   });
 }
 void BM_gemm_openblas_nt(benchmark::State& state) {
   run(state, [](std::int64_t m, std::int64_t n, std::int64_t k, Operands& op) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n), int(k), 1.0f, op.a.data(), int(k),
-                op.b, int(k), 0.0f, op.c.data(), int(n));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n), int(k), 1.0f, op.a.data(), int(k), op.b,
+                int(k), 0.0f, op.c.data(), int(n));
   });
 }
 #endif

@@ -29,7 +29,8 @@ torch0, torch10 = json.loads(sys.argv[2]), json.loads(sys.argv[3])
 
 
 def tps(prefix):
-    found = [b["tokens/s"] for b in runs if b["name"].startswith(prefix + "/") and b.get("run_type") != "aggregate"]
+    found = [b["tokens/s"] for b in runs
+             if b["name"].replace("<Cpu>", "").startswith(prefix + "/") and b.get("run_type") != "aggregate"]
     if not found:
         sys.exit(f"compare_generate.sh: no result for {prefix} in bench_generate's output")
     return sum(found) / len(found)

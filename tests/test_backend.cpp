@@ -99,8 +99,8 @@ TEST_CASE("small-m float kernels: a row's result does not depend on the rows bat
     }
     // The kernel took the product (and, with beta == 0, never read C's NaNs).
     std::vector<float> c(m * n, std::numeric_limits<float>::quiet_NaN());
-    const bool took = detail::gemm_small_m(tb == Trans::T, m, n, k, 1.0f, af.data(), k, bf.data(), ldb, 0.0f,
-                                           c.data(), n);
+    const bool took =
+        detail::gemm_small_m(tb == Trans::T, m, n, k, 1.0f, af.data(), k, bf.data(), ldb, 0.0f, c.data(), n);
     CHECK(took == detail::cpu_has_avx2_fma());
     if (took) CHECK(c == all);
   }

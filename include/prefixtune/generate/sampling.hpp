@@ -6,10 +6,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <exception>
 #include <limits>
 #include <numeric>
 #include <vector>
 
+#include "prefixtune/backend/cpu/threads.hpp"
 #include "prefixtune/core/device.hpp"
 #include "prefixtune/core/error.hpp"
 #include "prefixtune/core/rng.hpp"
@@ -208,14 +210,27 @@ void greedy_select_kernel(Cpu, T* logits, std::int64_t R, std::int64_t V, const 
                           std::vector<double>& logp) {
   tok.resize(static_cast<std::size_t>(R));
   logp.resize(static_cast<std::size_t>(R));
+  // Rows are independent and each costs V exponentials: split over the threads; an error (a row with no allowed
+  // token) is rethrown after the loop, the first row's first.
+  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(R));
+  [[maybe_unused]] const bool parallel = R > 1 && R * V >= (std::int64_t{1} << 15) && num_threads() > 1;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (parallel)
+#endif
   for (std::int64_t r = 0; r < R; ++r) {
-    T* row = logits + r * V;
-    // process_logits bans the end token while generated < min_new_tokens (ban_eos implies min_new_tokens >= 1)
-    process_logits(row, cfg, ban_eos[static_cast<std::size_t>(r)] ? 0 : cfg.min_new_tokens);
-    const std::int32_t t = argmax_token(row, V);
-    tok[static_cast<std::size_t>(r)] = t;
-    logp[static_cast<std::size_t>(r)] = static_cast<double>(row[t]) - log_sum_exp_row(row, V);
+    try {
+      T* row = logits + r * V;
+      // process_logits bans the end token while generated < min_new_tokens (ban_eos implies min_new_tokens >= 1)
+      process_logits(row, cfg, ban_eos[static_cast<std::size_t>(r)] ? 0 : cfg.min_new_tokens);
+      const std::int32_t t = argmax_token(row, V);
+      tok[static_cast<std::size_t>(r)] = t;
+      logp[static_cast<std::size_t>(r)] = static_cast<double>(row[t]) - log_sum_exp_row(row, V);
+    } catch (...) {
+      errors[static_cast<std::size_t>(r)] = std::current_exception();
+    }
   }
+  for (const auto& e : errors)
+    if (e) std::rethrow_exception(e);
 }
 
 }  // namespace detail

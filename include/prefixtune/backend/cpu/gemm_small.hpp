@@ -79,7 +79,30 @@ PREFIXTUNE_TARGET_AVX2 inline void nn_columns_avx2(std::int64_t m, std::int64_t 
         for (std::int64_t r = kNnPrefetchRows; r < kNnPrefetchRows + 4; ++r)
           for (std::int64_t j = 0; j < w; j += 16)
             _mm_prefetch(reinterpret_cast<const char*>(b0 + r * ldb + j), _MM_HINT_T0);
-      for (std::int64_t i = 0; i < m; ++i) {
+      std::int64_t i = 0;
+      for (; i + 2 <= m; i += 2) {  // two rows of A per pass: each B vector loaded once for 8 multiply-adds
+        const float *ai = a + i * lda + p, *an = ai + lda;
+        const __m256 x0 = _mm256_set1_ps(ai[0]), x1 = _mm256_set1_ps(ai[1]), x2 = _mm256_set1_ps(ai[2]),
+                     x3 = _mm256_set1_ps(ai[3]), z0 = _mm256_set1_ps(an[0]), z1 = _mm256_set1_ps(an[1]),
+                     z2 = _mm256_set1_ps(an[2]), z3 = _mm256_set1_ps(an[3]);
+        float *yi = y + i * piece, *yn = yi + piece;
+        for (std::int64_t j = 0; j < w; j += 8) {
+          const __m256 v0 = _mm256_loadu_ps(b0 + j), v1 = _mm256_loadu_ps(b1 + j), v2 = _mm256_loadu_ps(b2 + j),
+                       v3 = _mm256_loadu_ps(b3 + j);
+          __m256 s = _mm256_load_ps(yi + j), t = _mm256_load_ps(yn + j);
+          s = _mm256_fmadd_ps(x0, v0, s);
+          t = _mm256_fmadd_ps(z0, v0, t);
+          s = _mm256_fmadd_ps(x1, v1, s);
+          t = _mm256_fmadd_ps(z1, v1, t);
+          s = _mm256_fmadd_ps(x2, v2, s);
+          t = _mm256_fmadd_ps(z2, v2, t);
+          s = _mm256_fmadd_ps(x3, v3, s);
+          t = _mm256_fmadd_ps(z3, v3, t);
+          _mm256_store_ps(yi + j, s);
+          _mm256_store_ps(yn + j, t);
+        }
+      }
+      if (i < m) {
         const float* ai = a + i * lda + p;
         const __m256 x0 = _mm256_set1_ps(ai[0]), x1 = _mm256_set1_ps(ai[1]), x2 = _mm256_set1_ps(ai[2]),
                      x3 = _mm256_set1_ps(ai[3]);
