@@ -6,9 +6,15 @@
 // BM_generate_batch1/prefix:{0,1}: one request, no prefix vs a merged P=10 prefix from a PrefixBank.
 // BM_generate_many_prefixes/batched:{0,1}: 8 requests, each with its own P=10 prefix and prompt, served one after
 // another (8 generate calls of batch 1) vs in one generate call.
+// BM_generate_prefix_cost and BM_generate_batching time the two sides of each comparison alternately within every
+// iteration, so both see the same machine (a shared machine's load changes over seconds): counters tokens/s of
+// each side and their ratio (prefix_cost = time with / without the prefix; speedup = time one after another / in
+// one batch).
 #pragma once
 
 #include <benchmark/benchmark.h>
+
+#include <chrono>
 
 #include <string>
 #include <vector>
@@ -101,6 +107,59 @@ void BM_generate_many_prefixes(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(serve());
   state.counters["tokens/s"] =
       benchmark::Counter(double(kRequests * kNewTokens), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+/// Runs each of `sides` once per iteration, in turn, and returns their summed wall times in seconds.
+template <class... Sides>
+std::vector<double> time_alternately(benchmark::State& state, Sides&&... sides) {
+  std::vector<double> seconds(sizeof...(Sides), 0.0);
+  for (auto _ : state) {
+    std::size_t i = 0;
+    auto timed = [&](auto& side) {
+      const auto t0 = std::chrono::steady_clock::now();
+      side();
+      seconds[i++] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    };
+    (timed(sides), ...);
+  }
+  return seconds;
+}
+
+template <class Device>
+void BM_generate_prefix_cost(benchmark::State& state) {
+  const Gpt2<float, Device>& model = gpt2_small<Device>();
+  Rng rng(3);
+  const PrefixBank<float, Device> bank = random_bank<Device>(model.config, 1, rng);
+  const std::vector<std::int32_t> prompt = random_prompt(rng);
+  const GenerateConfig cfg = fixed_length_greedy();
+  auto bare = [&] { count_new_tokens(state, generate(model, bank, {{prompt, kNoPrefix}}, cfg)); };
+  auto prefixed = [&] { count_new_tokens(state, generate(model, bank, {{prompt, 0}}, cfg)); };
+  bare(), prefixed();  // warm-up
+  const auto s = time_alternately(state, bare, prefixed);
+  const double n = double(state.iterations()) * kNewTokens;
+  state.counters["tokens/s"] = n / s[0];
+  state.counters["tokens/s_prefix"] = n / s[1];
+  state.counters["prefix_cost"] = s[1] / s[0];
+}
+
+template <class Device>
+void BM_generate_batching(benchmark::State& state) {
+  const Gpt2<float, Device>& model = gpt2_small<Device>();
+  Rng rng(5);
+  const PrefixBank<float, Device> bank = random_bank<Device>(model.config, kRequests, rng);
+  std::vector<GenerationRequest> requests;
+  for (std::int64_t i = 0; i < kRequests; ++i) requests.push_back({random_prompt(rng), i});
+  const GenerateConfig cfg = fixed_length_greedy();
+  auto sequential = [&] {
+    for (const auto& r : requests) count_new_tokens(state, generate(model, bank, {r}, cfg));
+  };
+  auto batched = [&] { count_new_tokens(state, generate(model, bank, requests, cfg)); };
+  batched();  // warm-up
+  const auto s = time_alternately(state, sequential, batched);
+  const double n = double(state.iterations()) * kRequests * kNewTokens;
+  state.counters["tokens/s_sequential"] = n / s[0];
+  state.counters["tokens/s_batched"] = n / s[1];
+  state.counters["speedup"] = s[0] / s[1];
 }
 
 }  // namespace prefixtune::bench

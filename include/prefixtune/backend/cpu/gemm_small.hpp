@@ -237,13 +237,21 @@ inline bool gemm_small_m(bool b_transposed, std::int64_t m, std::int64_t n, std:
   };
 #if defined(_OPENMP)
   if (m * n * k >= kSmallGemmParallelMin && !omp_in_parallel() && num_threads() > 1) {
-    // Column ranges in whole blocks of 48 (multiples of the NN kernel's 8 lanes and of the NT kernel's 3 columns).
+    // Column ranges in whole blocks of 48 (multiples of the NN kernel's 8 lanes and of the NT kernel's 3 columns):
+    // NN one contiguous range per thread (long row pieces stream best); NT 4 ranges per thread handed out as the
+    // threads come free (measured on the LM head, 50257 x 768: 0.5-0.65x the time of one range per thread).
     const std::int64_t blocks = (n + 47) / 48;
-#pragma omp parallel
-    {
-      const std::int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-      const std::int64_t j0 = std::min(n, blocks * t / nt * 48), j1 = std::min(n, blocks * (t + 1) / nt * 48);
+    auto range = [&](std::int64_t r, std::int64_t ranges) {
+      const std::int64_t j0 = std::min(n, blocks * r / ranges * 48), j1 = std::min(n, blocks * (r + 1) / ranges * 48);
       if (j1 > j0) columns(j0, j1);
+    };
+    if (b_transposed) {
+      const std::int64_t ranges = std::min<std::int64_t>(blocks, 4 * num_threads());
+#pragma omp parallel for schedule(dynamic, 1)
+      for (std::int64_t r = 0; r < ranges; ++r) range(r, ranges);
+    } else {
+#pragma omp parallel
+      range(omp_get_thread_num(), omp_get_num_threads());
     }
     return true;
   }
