@@ -19,10 +19,17 @@
 
 #include "prefixtune/backend/cpu/threads.hpp"
 
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__CUDACC__) && !defined(PREFIXTUNE_NO_X86_KERNELS)
+// Also compiled in CUDA translation units (nvcc hands host code to the same g++), so every TU of a program has the
+// same kernels; nvcc's own front end does not know `#pragma GCC unroll` (g++ unrolls those constant loops anyway).
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(PREFIXTUNE_NO_X86_KERNELS)
 #define PREFIXTUNE_X86_KERNELS 1
 #include <immintrin.h>
 #define PREFIXTUNE_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#if defined(__CUDACC__)
+#define PREFIXTUNE_UNROLL4
+#else
+#define PREFIXTUNE_UNROLL4 _Pragma("GCC unroll 4")
+#endif
 #endif
 
 namespace prefixtune::detail {
@@ -152,33 +159,31 @@ PREFIXTUNE_TARGET_AVX2 inline void nt_block(std::int64_t k, const float* a, std:
                                             std::int64_t ldb, float alpha, float beta, float* c, std::int64_t ldc,
                                             bool prefetch_next) {
   __m256 acc[MR][JR];
-#pragma GCC unroll 4
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 4
-    for (int j = 0; j < JR; ++j) acc[i][j] = _mm256_setzero_ps();
+  PREFIXTUNE_UNROLL4
+  for (int i = 0; i < MR; ++i) PREFIXTUNE_UNROLL4
+  for (int j = 0; j < JR; ++j) acc[i][j] = _mm256_setzero_ps();
   const std::int64_t k8 = k / 8 * 8;
   for (std::int64_t p = 0; p < k8; p += 8) {
     if (prefetch_next)  // the same line of the next JR rows of B
-#pragma GCC unroll 4
-      for (int j = 0; j < JR; ++j) _mm_prefetch(reinterpret_cast<const char*>(b + (JR + j) * ldb + p), _MM_HINT_T0);
+      PREFIXTUNE_UNROLL4
+    for (int j = 0; j < JR; ++j) _mm_prefetch(reinterpret_cast<const char*>(b + (JR + j) * ldb + p), _MM_HINT_T0);
     __m256 bv[JR];
-#pragma GCC unroll 4
+    PREFIXTUNE_UNROLL4
     for (int j = 0; j < JR; ++j) bv[j] = _mm256_loadu_ps(b + j * ldb + p);
-#pragma GCC unroll 4
+    PREFIXTUNE_UNROLL4
     for (int i = 0; i < MR; ++i) {
       const __m256 av = _mm256_loadu_ps(a + i * lda + p);
-#pragma GCC unroll 4
+      PREFIXTUNE_UNROLL4
       for (int j = 0; j < JR; ++j) acc[i][j] = _mm256_fmadd_ps(av, bv[j], acc[i][j]);
     }
   }
-#pragma GCC unroll 4
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 4
-    for (int j = 0; j < JR; ++j) {
-      float s = hsum8(acc[i][j]);
-      for (std::int64_t p = k8; p < k; ++p) s = std::fma(a[i * lda + p], b[j * ldb + p], s);
-      store1(c + i * ldc + j, s, alpha, beta);
-    }
+  PREFIXTUNE_UNROLL4
+  for (int i = 0; i < MR; ++i) PREFIXTUNE_UNROLL4
+  for (int j = 0; j < JR; ++j) {
+    float s = hsum8(acc[i][j]);
+    for (std::int64_t p = k8; p < k; ++p) s = std::fma(a[i * lda + p], b[j * ldb + p], s);
+    store1(c + i * ldc + j, s, alpha, beta);
+  }
 }
 
 /// Rows 0..m of an NT block of JR columns, in groups of up to 4 rows (3 columns at a time for 3-4 rows: 12
