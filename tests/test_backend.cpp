@@ -71,16 +71,19 @@ TEST_CASE_TEMPLATE("gemm matches a naive double loop on odd shapes, all transpos
 TEST_CASE("small-m float kernels (AVX2): every row count, column and k tails, alpha/beta, both B layouts") {
   if (!detail::cpu_has_avx2_fma()) MESSAGE("this CPU has no AVX2 + FMA: the kernels are not used here");
   Rng rng(77);
-  // Column counts around the kernels' block widths (16 and 8 for B (k, n); 3 for B (n, k)) and one above
-  // kSmallGemmParallelMin (split over the threads); k around the 8-lane width.
-  const std::int64_t ns[] = {1, 3, 7, 8, 9, 16, 17, 31, 48, 50, 97, 4801};
+  // Column counts around the kernels' block widths (8 lanes for B (k, n); 3 columns for B (n, k)) and k around
+  // the 8 lanes and the 4-row passes; then products above kSmallGemmParallelMin (split over the threads, with
+  // k beyond the NN kernel's prefetch distance).
+  const std::int64_t ns[] = {1, 3, 7, 8, 9, 16, 17, 31, 48, 50, 97};
   const std::int64_t ks[] = {1, 7, 8, 13, 64};
   const double ab[][2] = {{1.0, 0.0}, {-1.5, 0.25}};
   for (std::int64_t m = 1; m <= detail::kSmallGemmMaxRows; ++m)
     for (std::int64_t n : ns)
       for (std::int64_t k : ks)
         for (Trans tb : {Trans::N, Trans::T})
-          for (auto& p : ab) check_gemm<float>(Trans::N, tb, m, n, n > 1000 ? k * 4 : k, p[0], p[1], rng, int(m % 2));
+          for (auto& p : ab) check_gemm<float>(Trans::N, tb, m, n, k, p[0], p[1], rng, int(m % 2));
+  for (std::int64_t m : {1, 6, 16})
+    for (Trans tb : {Trans::N, Trans::T}) check_gemm<float>(Trans::N, tb, m, 4801, 70, -1.5, 0.25, rng, 1);
 }
 
 TEST_CASE("small-m float kernels: a row's result does not depend on the rows batched with it") {
