@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 // CPU GEMM on row-major data: C = alpha * op(A) * op(B) + beta * C, plain and strided-batched, all transposes.
-// Large products go to OpenBLAS's cblas_?gemm when PREFIXTUNE_WITH_BLAS is set (about 2x Eigen's built-in GEMM
-// on these machines), matrix-vector products (m == 1 or n == 1) to Eigen's GEMV, the rest to Eigen::Map.
+// Float products of 1..16 rows (decoding) go to the AVX2 + FMA kernels of gemm_small.hpp when the CPU has them;
+// other large products to OpenBLAS's cblas_?gemm when PREFIXTUNE_WITH_BLAS is set (about 2x Eigen's built-in
+// GEMM on these machines), the remaining matrix-vector products (m == 1 or n == 1) to Eigen's GEMV, the rest to
+// Eigen::Map.
 #pragma once
 
 #include <algorithm>
@@ -134,7 +136,8 @@ bool gemv_parallel(Trans ta, Trans tb, std::int64_t m, std::int64_t n, std::int6
 
 /// A few rows times a large transposed matrix (the tied LM head while decoding a small batch: C = A B^T with B
 /// (n, k) row-major) as dot products that read each row of B once for all m rows; OpenBLAS would repack all of B
-/// on every call (measured 1.4-2.6x slower at m = 4..8, k = 768, n = 50257). Returns false when not applicable.
+/// on every call (measured 1.4-2.6x slower at m = 4..8, k = 768, n = 50257). The portable route for CPUs without
+/// AVX2 and for double (gemm_small.hpp's kernel takes float on AVX2 machines). Returns false when not applicable.
 inline constexpr std::int64_t kSkinnyMinRows = 3, kSkinnyMaxRows = 8, kSkinnyMinWork = std::int64_t{1} << 20;
 
 template <class T>
@@ -179,7 +182,8 @@ bool gemm_skinny_nt(Trans ta, Trans tb, std::int64_t m, std::int64_t n, std::int
   return true;
 }
 
-/// Picks the CPU kernel: GEMV shapes and non-BLAS types to Eigen, the rest to OpenBLAS when present.
+/// Picks the CPU kernel: few-row float products to the AVX2 kernels (when the CPU has them), then GEMV shapes and
+/// non-BLAS types to Eigen, the rest to OpenBLAS when present.
 template <class T>
 void gemm_cpu_dispatch(Trans ta, Trans tb, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
                        std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
