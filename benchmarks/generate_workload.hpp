@@ -88,14 +88,25 @@ void BM_generate_batch1(benchmark::State& state) {
   state.counters["tokens/s"] = benchmark::Counter(double(kNewTokens), benchmark::Counter::kIsIterationInvariantRate);
 }
 
+/// The many-users workload: kRequests random P=10 prefixes in a bank and one request per prefix, each with its
+/// own random prompt (seed 5).
+template <class Device>
+struct ManyUsers {
+  Rng rng{5};
+  PrefixBank<float, Device> bank;
+  std::vector<GenerationRequest> requests;
+  explicit ManyUsers(const Gpt2Config& c) : bank(random_bank<Device>(c, kRequests, rng)) {
+    for (std::int64_t i = 0; i < kRequests; ++i) requests.push_back({random_prompt(rng), i});
+  }
+};
+
 template <class Device>
 void BM_generate_many_prefixes(benchmark::State& state) {
   const Gpt2<float, Device>& model = gpt2_small<Device>();
   const bool batched = state.range(0) != 0;
-  Rng rng(5);
-  const PrefixBank<float, Device> bank = random_bank<Device>(model.config, kRequests, rng);
-  std::vector<GenerationRequest> requests;
-  for (std::int64_t i = 0; i < kRequests; ++i) requests.push_back({random_prompt(rng), i});
+  const ManyUsers<Device> users(model.config);
+  const auto& bank = users.bank;
+  const auto& requests = users.requests;
   const GenerateConfig cfg = fixed_length_greedy();
   auto serve = [&] {
     std::int64_t n = 0;
@@ -145,10 +156,9 @@ void BM_generate_prefix_cost(benchmark::State& state) {
 template <class Device>
 void BM_generate_batching(benchmark::State& state) {
   const Gpt2<float, Device>& model = gpt2_small<Device>();
-  Rng rng(5);
-  const PrefixBank<float, Device> bank = random_bank<Device>(model.config, kRequests, rng);
-  std::vector<GenerationRequest> requests;
-  for (std::int64_t i = 0; i < kRequests; ++i) requests.push_back({random_prompt(rng), i});
+  const ManyUsers<Device> users(model.config);
+  const auto& bank = users.bank;
+  const auto& requests = users.requests;
   const GenerateConfig cfg = fixed_length_greedy();
   auto sequential = [&] {
     for (const auto& r : requests) count_new_tokens(state, generate(model, bank, {r}, cfg));
