@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Float GEMMs with few rows (m <= 16: decoding a batch of 1..16 tokens) as AVX2 + FMA register-blocked kernels
-// that read the weight matrix B once, in place, for all m rows. OpenBLAS repacks all of B on every call (at
+// Float GEMMs with few rows (m <= 16: decoding a batch of 1..16 tokens) as AVX2 + FMA kernels that read the
+// weight matrix B once, in place, for all m rows. OpenBLAS repacks all of B on every call (at
 // decoding shapes most of its time) and Eigen's GEMV is SSE2-only in a default build; these kernels are compiled
 // for AVX2 + FMA through function target attributes and chosen at run time when the CPU has them, so users need
 // no -march flag.
