@@ -5,6 +5,7 @@
 // with B as stored by GPT-2's Conv1D (k, n: "NN") and by nn.Linear / the tied LM head (n, k: "NT").
 #include <benchmark/benchmark.h>
 
+#include <initializer_list>
 #include <vector>
 
 #include "prefixtune/backend/cpu/gemm.hpp"
@@ -94,20 +95,19 @@ void BM_gemm_openblas_nt(benchmark::State& state) {
 }
 #endif
 
-// (M, K, N): GPT-2 small at B*T = 512 rows, then batch-1 decoding rows.
-void gpt2_shapes(benchmark::internal::Benchmark* b) {
-  for (std::int64_t m : {512, 16, 8, 4, 2, 1})
+// (M, K, N) for every M in `rows`, with (K, N) of GPT-2 small's QKV, MLP-up, MLP-down and LM-head products.
+void gpt2_shapes_for(benchmark::internal::Benchmark* b, std::initializer_list<std::int64_t> rows) {
+  for (std::int64_t m : rows)
     for (auto kn : {std::pair<std::int64_t, std::int64_t>{768, 2304}, {768, 3072}, {3072, 768}, {768, 50257}})
       b->Args({m, kn.first, kn.second});
   b->ArgNames({"M", "K", "N"})->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
+// B*T = 512 rows (training), then decoding batches of 16 down to 1 rows.
+void gpt2_shapes(benchmark::internal::Benchmark* b) { gpt2_shapes_for(b, {512, 16, 8, 4, 2, 1}); }
+
 // Batch-1 decoding rows only.
-void decode_shapes(benchmark::internal::Benchmark* b) {
-  for (auto kn : {std::pair<std::int64_t, std::int64_t>{768, 2304}, {768, 3072}, {3072, 768}, {768, 50257}})
-    b->Args({1, kn.first, kn.second});
-  b->ArgNames({"M", "K", "N"})->Unit(benchmark::kMillisecond)->UseRealTime();
-}
+void decode_shapes(benchmark::internal::Benchmark* b) { gpt2_shapes_for(b, {1}); }
 
 }  // namespace
 

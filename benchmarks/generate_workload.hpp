@@ -73,12 +73,21 @@ inline std::int64_t count_new_tokens(benchmark::State& state, const std::vector<
   return n;
 }
 
+/// The one-user workload: a bank with one random P=10 prefix and one random prompt (seed 3).
+template <class Device>
+struct OneUser {
+  Rng rng{3};
+  PrefixBank<float, Device> bank;
+  std::vector<std::int32_t> prompt;
+  explicit OneUser(const Gpt2Config& c) : bank(random_bank<Device>(c, 1, rng)), prompt(random_prompt(rng)) {}
+};
+
 template <class Device>
 void BM_generate_batch1(benchmark::State& state) {
   const Gpt2<float, Device>& model = gpt2_small<Device>();
-  Rng rng(3);
-  const PrefixBank<float, Device> bank = random_bank<Device>(model.config, 1, rng);
-  const std::vector<GenerationRequest> requests{{random_prompt(rng), state.range(0) != 0 ? 0 : kNoPrefix}};
+  const OneUser<Device> user(model.config);
+  const auto& bank = user.bank;
+  const std::vector<GenerationRequest> requests{{user.prompt, state.range(0) != 0 ? 0 : kNoPrefix}};
   const GenerateConfig cfg = fixed_length_greedy();
   count_new_tokens(state, generate(model, bank, requests, cfg));  // warm-up: caches, allocator, thread pool
   for (auto _ : state) {
@@ -139,9 +148,9 @@ std::vector<double> time_alternately(benchmark::State& state, Sides&&... sides) 
 template <class Device>
 void BM_generate_prefix_cost(benchmark::State& state) {
   const Gpt2<float, Device>& model = gpt2_small<Device>();
-  Rng rng(3);
-  const PrefixBank<float, Device> bank = random_bank<Device>(model.config, 1, rng);
-  const std::vector<std::int32_t> prompt = random_prompt(rng);
+  const OneUser<Device> user(model.config);
+  const auto& bank = user.bank;
+  const auto& prompt = user.prompt;
   const GenerateConfig cfg = fixed_length_greedy();
   auto bare = [&] { count_new_tokens(state, generate(model, bank, {{prompt, kNoPrefix}}, cfg)); };
   auto prefixed = [&] { count_new_tokens(state, generate(model, bank, {{prompt, 0}}, cfg)); };

@@ -92,8 +92,8 @@ PREFIXTUNE_TARGET_AVX2 inline void nn_columns_avx2(std::int64_t m, std::int64_t 
             _mm_prefetch(reinterpret_cast<const char*>(pf + r * ldb + j), _MM_HINT_T0);
       };
       std::int64_t i = 0;
-      for (; i + 2 <= m;
-           i += 2, pf = nullptr) {  // two rows of A per pass: each B vector loaded once for 8 multiply-adds
+      // Two rows of A per pass: each B vector loaded once for 8 multiply-adds.
+      for (; i + 2 <= m; i += 2, pf = nullptr) {
         const float *ai = a + i * lda + p, *an = ai + lda;
         const __m256 x0 = _mm256_set1_ps(ai[0]), x1 = _mm256_set1_ps(ai[1]), x2 = _mm256_set1_ps(ai[2]),
                      x3 = _mm256_set1_ps(ai[3]), z0 = _mm256_set1_ps(an[0]), z1 = _mm256_set1_ps(an[1]),
@@ -168,13 +168,16 @@ PREFIXTUNE_TARGET_AVX2 inline void nt_block(std::int64_t k, const float* a, std:
                                             bool prefetch_next) {
   __m256 acc[MR][JR];
   PREFIXTUNE_UNROLL4
-  for (int i = 0; i < MR; ++i) PREFIXTUNE_UNROLL4
-  for (int j = 0; j < JR; ++j) acc[i][j] = _mm256_setzero_ps();
+  for (int i = 0; i < MR; ++i) {
+    PREFIXTUNE_UNROLL4
+    for (int j = 0; j < JR; ++j) acc[i][j] = _mm256_setzero_ps();
+  }
   const std::int64_t k8 = k / 8 * 8;
   for (std::int64_t p = 0; p < k8; p += 8) {
-    if (prefetch_next)  // the same line of the next JR rows of B
+    if (prefetch_next) {  // the same line of the next JR rows of B
       PREFIXTUNE_UNROLL4
-    for (int j = 0; j < JR; ++j) _mm_prefetch(reinterpret_cast<const char*>(b + (JR + j) * ldb + p), _MM_HINT_T0);
+      for (int j = 0; j < JR; ++j) _mm_prefetch(reinterpret_cast<const char*>(b + (JR + j) * ldb + p), _MM_HINT_T0);
+    }
     __m256 bv[JR];
     PREFIXTUNE_UNROLL4
     for (int j = 0; j < JR; ++j) bv[j] = _mm256_loadu_ps(b + j * ldb + p);
@@ -186,16 +189,18 @@ PREFIXTUNE_TARGET_AVX2 inline void nt_block(std::int64_t k, const float* a, std:
     }
   }
   PREFIXTUNE_UNROLL4
-  for (int i = 0; i < MR; ++i) PREFIXTUNE_UNROLL4
-  for (int j = 0; j < JR; ++j) {
-    float s = hsum8(acc[i][j]);
-    for (std::int64_t p = k8; p < k; ++p) s = std::fma(a[i * lda + p], b[j * ldb + p], s);
-    store1(c + i * ldc + j, s, alpha, beta);
+  for (int i = 0; i < MR; ++i) {
+    PREFIXTUNE_UNROLL4
+    for (int j = 0; j < JR; ++j) {
+      float s = hsum8(acc[i][j]);
+      for (std::int64_t p = k8; p < k; ++p) s = std::fma(a[i * lda + p], b[j * ldb + p], s);
+      store1(c + i * ldc + j, s, alpha, beta);
+    }
   }
 }
 
-/// Rows 0..m of an NT block of JR columns, in groups of up to 4 rows (3 columns at a time for 3-4 rows: 12
-/// accumulators; 4 for 1-2 rows).
+/// Rows 0..m of an NT block of JR columns (3, or 1 for a range's last columns), in groups of up to 4 rows (up to
+/// 12 accumulators); only the first group prefetches.
 template <int JR>
 PREFIXTUNE_TARGET_AVX2 inline void nt_rows(std::int64_t m, std::int64_t k, const float* a, std::int64_t lda,
                                            const float* b, std::int64_t ldb, float alpha, float beta, float* c,
