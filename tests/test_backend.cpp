@@ -68,13 +68,15 @@ TEST_CASE_TEMPLATE("gemm matches a naive double loop on odd shapes, all transpos
         for (auto& p : ab) check_gemm<T>(ta, tb, s[0], s[1], s[2], p[0], p[1], rng, int(s[0] % 3));
 }
 
-TEST_CASE("small-m float kernels (AVX2): every row count, column and k tails, alpha/beta, both B layouts") {
+TEST_CASE("small-m float kernels (AVX2/AVX-512): every row count, column and k tails, alpha/beta, both B layouts") {
   if (!detail::cpu_has_avx2_fma()) MESSAGE("this CPU has no AVX2 + FMA: the kernels are not used here");
+  if (!detail::cpu_has_avx512f()) MESSAGE("this CPU has no AVX-512F: the NN product runs the AVX2 kernel here");
   Rng rng(77);
-  // Column counts around the kernels' block widths (8 lanes for B (k, n); 3 columns for B (n, k)) and k around
-  // the 8 lanes and the 4-row passes; then products above kSmallGemmParallelMin (split over the threads, with
-  // k beyond the NN kernel's prefetch distance).
-  const std::int64_t ns[] = {1, 3, 7, 8, 9, 16, 17, 31, 48, 50, 97};
+  // Column counts around the kernels' block widths (8 lanes (AVX2) and 16-lane vectors in tiles of 48 (AVX-512)
+  // for B (k, n); 3 columns for B (n, k)) and k around the 8 lanes and the 4- and 8-row passes; then products
+  // above kSmallGemmParallelMin (split over the threads, with k beyond the NN kernels' prefetch distances and
+  // columns per thread beyond the AVX-512 kernel's piece of 2048).
+  const std::int64_t ns[] = {1, 3, 7, 8, 9, 16, 17, 31, 47, 48, 50, 97};
   const std::int64_t ks[] = {1, 7, 8, 13, 64};
   const double ab[][2] = {{1.0, 0.0}, {-1.5, 0.25}};
   for (std::int64_t m = 1; m <= detail::kSmallGemmMaxRows; ++m)
@@ -108,6 +110,40 @@ TEST_CASE("small-m float kernels: a row's result does not depend on the rows bat
     if (took) CHECK(c == all);
   }
 }
+
+#if defined(PREFIXTUNE_X86_KERNELS)
+TEST_CASE("small-m NN kernels: AVX2 and AVX-512 give bit-identical sums and write only their columns") {
+  if (!detail::cpu_has_avx512f()) {
+    MESSAGE("this CPU has no AVX-512F: only the AVX2 kernel runs here");
+    return;
+  }
+  Rng rng(79);
+  const double ab[][2] = {{1.0, 0.0}, {-1.5, 0.25}};
+  for (std::int64_t m = 1; m <= detail::kSmallGemmMaxRows; ++m)
+    for (std::int64_t n : {1, 15, 16, 33, 47, 48, 49, 130, 2100})
+      for (std::int64_t k : {1, 8, 9, 17, 40})
+        for (auto& p : ab) {
+          const std::int64_t lda = k + 1, ldb = n + 2, ldc = n + 3;
+          auto a = test::random_values(m * lda, rng), b = test::random_values(k * ldb, rng);
+          auto c = test::random_values(m * ldc, rng);
+          const std::vector<float> af(a.begin(), a.end()), bf(b.begin(), b.end()), c0(c.begin(), c.end());
+          // Columns j0..j1 only (a thread's range): the others, and the padding, keep their values.
+          const std::int64_t j0 = n > 20 ? 5 : 0, j1 = n > 20 ? n - 3 : n;
+          auto c2 = c0, c5 = c0;
+          detail::nn_columns_avx2(m, j0, j1, k, float(p[0]), af.data(), lda, bf.data(), ldb, float(p[1]), c2.data(),
+                                  ldc);
+          detail::nn_columns_avx512(m, j0, j1, k, float(p[0]), af.data(), lda, bf.data(), ldb, float(p[1]), c5.data(),
+                                    ldc);
+          INFO("m=", m, " n=", n, " k=", k, " beta=", p[1]);
+          CHECK(c2 == c5);
+          bool outside_kept = true;
+          for (std::int64_t i = 0; i < m; ++i)
+            for (std::int64_t j = 0; j < ldc; ++j)
+              if ((j < j0 || j >= j1) && c5[i * ldc + j] != c0[i * ldc + j]) outside_kept = false;
+          CHECK(outside_kept);
+        }
+}
+#endif
 
 TEST_CASE("gemm with beta == 0 never reads C (NaN in C does not propagate)") {
   const float nan = std::numeric_limits<float>::quiet_NaN();

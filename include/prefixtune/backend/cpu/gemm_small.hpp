@@ -17,38 +17,14 @@
 #include <cmath>
 #include <cstdint>
 
+#include "prefixtune/backend/cpu/gemm_small_avx512.hpp"
+#include "prefixtune/backend/cpu/simd.hpp"
 #include "prefixtune/backend/cpu/threads.hpp"
-
-// Also compiled in CUDA translation units (nvcc hands host code to the same g++), so every TU of a program has the
-// same kernels; nvcc's own front end does not know `#pragma GCC unroll` (g++ unrolls those constant loops anyway).
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(PREFIXTUNE_NO_X86_KERNELS)
-#define PREFIXTUNE_X86_KERNELS 1
-#include <immintrin.h>
-#define PREFIXTUNE_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#if defined(__CUDACC__)
-#define PREFIXTUNE_UNROLL4
-#else
-#define PREFIXTUNE_UNROLL4 _Pragma("GCC unroll 4")
-#endif
-#endif
 
 namespace prefixtune::detail {
 
 /// Row counts the small-m kernels take; larger products go to the blocked GEMM.
 inline constexpr std::int64_t kSmallGemmMaxRows = 16;
-
-/// Whether this CPU runs the AVX2 + FMA kernels (checked once).
-inline bool cpu_has_avx2_fma() {
-#if defined(PREFIXTUNE_X86_KERNELS)
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return has;
-#else
-  return false;
-#endif
-}
 
 #if defined(PREFIXTUNE_X86_KERNELS)
 
@@ -250,6 +226,8 @@ inline bool gemm_small_m(bool b_transposed, std::int64_t m, std::int64_t n, std:
   auto columns = [&](std::int64_t j0, std::int64_t j1) {
     if (b_transposed)
       nt_columns_avx2(m, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    else if (cpu_has_avx512f())
+      nn_columns_avx512(m, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc);
     else
       nn_columns_avx2(m, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc);
   };

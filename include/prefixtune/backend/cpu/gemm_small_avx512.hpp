@@ -1,0 +1,143 @@
+// SPDX-License-Identifier: MIT
+// The AVX-512 kernel of the few-row NN product (C = A B, A (m, k), B (k, n) row-major, m <= 16), used by
+// gemm_small.hpp when the CPU has AVX-512F. With 32 vector registers all of up to 8 rows x 48 columns of C stay in
+// registers while B is read 8 rows at a time: per row of B 3 loads and up to 8 broadcasts feed 24 fused
+// multiply-adds, where the AVX2 kernel keeps its sums in L1 (a load and a store per 4 multiply-adds). Columns past a
+// multiple of 16 are masked lanes, so there is no scalar tail.
+//
+// Every element of C is the same chain of fused multiply-adds over p = 0..k in order as in the AVX2 kernel (and
+// as alone, whatever m is), so the two kernels give bit-identical results.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "prefixtune/backend/cpu/simd.hpp"
+
+#if defined(PREFIXTUNE_X86_KERNELS)
+
+namespace prefixtune::detail {
+
+/// B rows per pass, the passes the prefetches run ahead, and the widest column piece whose partial sums (m rows)
+/// are kept between passes.
+inline constexpr std::int64_t kNn512Rows = 8, kNn512PrefetchPasses = 2, kNn512MaxPiece = 2048;
+
+/// As store8 on the lanes of `lanes`: alpha * s (+ beta * C; beta == 0 never reads C).
+PREFIXTUNE_TARGET_AVX512 inline void store16(float* c, __mmask16 lanes, __m512 s, float alpha, float beta) {
+  __m512 r = _mm512_mul_ps(_mm512_set1_ps(alpha), s);
+  if (beta != 0.0f) r = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(lanes, c), r);
+  _mm512_mask_storeu_ps(c, lanes, r);
+}
+
+/// C tile of MR rows x 48 columns (3 vectors, lanes past `cols` masked) over rows p0..p1 of B. The sums start at
+/// zero (first pass) or at y, and end in y or, on the last pass, as alpha * s + beta * C in c.
+template <int MR>
+PREFIXTUNE_TARGET_AVX512 inline void nn512_tile(std::int64_t p0, std::int64_t p1, std::int64_t cols, const float* a,
+                                                std::int64_t lda, const float* b, std::int64_t ldb, float* y,
+                                                std::int64_t ys, bool first, bool last, float alpha, float beta,
+                                                float* c, std::int64_t ldc) {
+  const auto mask = [cols](int v) -> __mmask16 {
+    const std::int64_t left = cols - 16 * v;
+    return left >= 16 ? __mmask16(0xffff) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1u);
+  };
+  const __mmask16 k0 = mask(0), k1 = mask(1), k2 = mask(2);
+  __m512 acc[MR][3];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    if (first) {
+      acc[i][0] = acc[i][1] = acc[i][2] = _mm512_setzero_ps();
+    } else {
+      acc[i][0] = _mm512_maskz_loadu_ps(k0, y + i * ys);
+      acc[i][1] = _mm512_maskz_loadu_ps(k1, y + i * ys + 16);
+      acc[i][2] = _mm512_maskz_loadu_ps(k2, y + i * ys + 32);
+    }
+  }
+  for (std::int64_t p = p0; p < p1; ++p) {
+    const float* bp = b + p * ldb;
+    const __m512 v0 = _mm512_maskz_loadu_ps(k0, bp), v1 = _mm512_maskz_loadu_ps(k1, bp + 16),
+                 v2 = _mm512_maskz_loadu_ps(k2, bp + 32);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m512 x = _mm512_set1_ps(a[i * lda + p]);
+      acc[i][0] = _mm512_fmadd_ps(x, v0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(x, v1, acc[i][1]);
+      acc[i][2] = _mm512_fmadd_ps(x, v2, acc[i][2]);
+    }
+  }
+  if (!last) {
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      _mm512_mask_storeu_ps(y + i * ys, k0, acc[i][0]);
+      _mm512_mask_storeu_ps(y + i * ys + 16, k1, acc[i][1]);
+      _mm512_mask_storeu_ps(y + i * ys + 32, k2, acc[i][2]);
+    }
+    return;
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    store16(c + i * ldc, k0, acc[i][0], alpha, beta);
+    store16(c + i * ldc + 16, k1, acc[i][1], alpha, beta);
+    store16(c + i * ldc + 32, k2, acc[i][2], alpha, beta);
+  }
+}
+
+/// The tile for `rows` (1..8) rows.
+PREFIXTUNE_TARGET_AVX512 inline void nn512_rows(std::int64_t rows, std::int64_t p0, std::int64_t p1, std::int64_t cols,
+                                                const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
+                                                float* y, std::int64_t ys, bool first, bool last, float alpha,
+                                                float beta, float* c, std::int64_t ldc) {
+  switch (rows) {
+#define PREFIXTUNE_NN512_CASE(R)                                                          \
+  case R:                                                                                 \
+    nn512_tile<R>(p0, p1, cols, a, lda, b, ldb, y, ys, first, last, alpha, beta, c, ldc); \
+    break;
+    PREFIXTUNE_NN512_CASE(1)
+    PREFIXTUNE_NN512_CASE(2)
+    PREFIXTUNE_NN512_CASE(3)
+    PREFIXTUNE_NN512_CASE(4)
+    PREFIXTUNE_NN512_CASE(5)
+    PREFIXTUNE_NN512_CASE(6)
+    PREFIXTUNE_NN512_CASE(7)
+    PREFIXTUNE_NN512_CASE(8)
+#undef PREFIXTUNE_NN512_CASE
+    default:
+      break;
+  }
+}
+
+/// Columns j0..j1 of C = alpha A B + beta C (NN), all m (<= 16) rows: in pieces of up to kNn512MaxPiece columns,
+/// B read kNn512Rows rows at a time across the piece (contiguous streams), the rows kNn512PrefetchPasses passes
+/// further down prefetched as the pass goes (one line of each per 16 columns).
+PREFIXTUNE_TARGET_AVX512 inline void nn_columns_avx512(std::int64_t m, std::int64_t j0, std::int64_t j1, std::int64_t k,
+                                                       float alpha, const float* a, std::int64_t lda, const float* b,
+                                                       std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  constexpr std::int64_t kTile = 48, kMaxRows = 16;
+  constexpr std::int64_t ys = kNn512MaxPiece + 16;  // rows of partial sums not a multiple of 4 KB apart
+  alignas(64) float y[kMaxRows * ys];
+  const std::int64_t ahead = kNn512PrefetchPasses * kNn512Rows;
+  for (std::int64_t t0 = j0; t0 < j1; t0 += kNn512MaxPiece) {
+    const std::int64_t w = std::min(kNn512MaxPiece, j1 - t0);
+    for (std::int64_t p0 = 0; p0 < k; p0 += kNn512Rows) {
+      const std::int64_t p1 = std::min(k, p0 + kNn512Rows);
+      const bool first = p0 == 0, last = p1 == k;
+      const std::int64_t pf_rows = std::min(kNn512Rows, k - (p0 + ahead));  // rows to prefetch (<= 0: none)
+      for (std::int64_t t = 0; t < w; t += kTile) {
+        const std::int64_t cols = std::min(kTile, w - t);
+        const float* bt = b + t0 + t;
+        for (std::int64_t r = 0; r < pf_rows; ++r) {
+          const char* line = reinterpret_cast<const char*>(bt + (p0 + ahead + r) * ldb);
+          _mm_prefetch(line, _MM_HINT_T0);
+          _mm_prefetch(line + 64, _MM_HINT_T0);
+          _mm_prefetch(line + 128, _MM_HINT_T0);
+        }
+        for (std::int64_t i = 0; i < m; i += 8)
+          nn512_rows(std::min<std::int64_t>(8, m - i), p0, p1, cols, a + i * lda, lda, bt, ldb, y + i * ys + t, ys,
+                     first, last, alpha, beta, c + i * ldc + t0 + t, ldc);
+      }
+    }
+  }
+}
+
+}  // namespace prefixtune::detail
+
+#endif  // PREFIXTUNE_X86_KERNELS
