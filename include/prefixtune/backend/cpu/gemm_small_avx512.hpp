@@ -42,7 +42,7 @@ PREFIXTUNE_TARGET_AVX512 inline void nn512_tile(std::int64_t p0, std::int64_t p1
   };
   const __mmask16 k0 = mask(0), k1 = mask(1), k2 = mask(2);
   __m512 acc[MR][3];
-#pragma GCC unroll 8
+PREFIXTUNE_UNROLL8
   for (int i = 0; i < MR; ++i) {
     if (first) {
       acc[i][0] = acc[i][1] = acc[i][2] = _mm512_setzero_ps();
@@ -56,7 +56,7 @@ PREFIXTUNE_TARGET_AVX512 inline void nn512_tile(std::int64_t p0, std::int64_t p1
     const float* bp = b + p * ldb;
     const __m512 v0 = _mm512_maskz_loadu_ps(k0, bp), v1 = _mm512_maskz_loadu_ps(k1, bp + 16),
                  v2 = _mm512_maskz_loadu_ps(k2, bp + 32);
-#pragma GCC unroll 8
+PREFIXTUNE_UNROLL8
     for (int i = 0; i < MR; ++i) {
       const __m512 x = _mm512_set1_ps(a[i * lda + p]);
       acc[i][0] = _mm512_fmadd_ps(x, v0, acc[i][0]);
@@ -65,7 +65,7 @@ PREFIXTUNE_TARGET_AVX512 inline void nn512_tile(std::int64_t p0, std::int64_t p1
     }
   }
   if (!last) {
-#pragma GCC unroll 8
+PREFIXTUNE_UNROLL8
     for (int i = 0; i < MR; ++i) {
       _mm512_mask_storeu_ps(y + i * ys, k0, acc[i][0]);
       _mm512_mask_storeu_ps(y + i * ys + 16, k1, acc[i][1]);
@@ -73,7 +73,7 @@ PREFIXTUNE_TARGET_AVX512 inline void nn512_tile(std::int64_t p0, std::int64_t p1
     }
     return;
   }
-#pragma GCC unroll 8
+PREFIXTUNE_UNROLL8
   for (int i = 0; i < MR; ++i) {
     store16(c + i * ldc, k0, acc[i][0], alpha, beta);
     store16(c + i * ldc + 16, k1, acc[i][1], alpha, beta);

@@ -15,8 +15,10 @@
 #define PREFIXTUNE_TARGET_AVX512 __attribute__((target("avx512f,avx2,fma")))
 #if defined(__CUDACC__)
 #define PREFIXTUNE_UNROLL4
+#define PREFIXTUNE_UNROLL8
 #else
 #define PREFIXTUNE_UNROLL4 _Pragma("GCC unroll 4")
+#define PREFIXTUNE_UNROLL8 _Pragma("GCC unroll 8")
 #endif
 #endif
 
