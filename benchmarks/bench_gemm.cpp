@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: MIT
 // GEMM throughput at GPT-2 small shapes (M = 512 rows, (K, N) of the QKV, MLP-up, MLP-down and LM-head
 // products) for prefixtune's dispatching gemm, pure Eigen, and OpenBLAS cblas_sgemm as the same-run baseline.
-// M = 1..16 rows (decoding a batch) show the small-m kernels (gemm_small.hpp) against OpenBLAS and Eigen's GEMV,
-// with B as stored by GPT-2's Conv1D (k, n: "NN") and by nn.Linear / the tied LM head (n, k: "NT").
+// M = 1..16 rows (decoding a batch) show the small-m kernels (gemm_small.hpp; B (k, n) also limited to AVX2)
+// against OpenBLAS and Eigen's GEMV, with B as stored by GPT-2's Conv1D (k, n: "NN") and by nn.Linear / the tied
+// LM head (n, k: "NT").
 #include <benchmark/benchmark.h>
 
 #include <initializer_list>
+#include <stdexcept>
 #include <vector>
 
 #include "prefixtune/backend/cpu/gemm.hpp"
@@ -66,6 +68,16 @@ void BM_gemm_prefixtune_nt(benchmark::State& state) {
   });
 }
 
+// The small-m kernels limited to AVX2 + FMA (what a CPU without AVX-512F runs; B (k, n) only: B (n, k) has no
+// AVX-512 kernel).
+void BM_gemm_small_avx2(benchmark::State& state) {
+  run(state, [](std::int64_t m, std::int64_t n, std::int64_t k, Operands& op) {
+    if (!detail::gemm_small_m(false, m, n, k, 1.0f, op.a.data(), k, op.b, n, 0.0f, op.c.data(), n,
+                              detail::SmallGemmIsa::avx2))
+      throw std::runtime_error("BM_gemm_small_avx2: this CPU has no AVX2 + FMA");
+  });
+}
+
 // What m == 1 used before the small-m kernels: Eigen's GEMV split over the threads in output blocks.
 void BM_gemv_eigen_parallel(benchmark::State& state) {
   run(state, [](std::int64_t m, std::int64_t n, std::int64_t k, Operands& op) {
@@ -106,6 +118,9 @@ void gpt2_shapes_for(benchmark::internal::Benchmark* b, std::initializer_list<st
 // B*T = 512 rows (training), then decoding batches of 16 down to 1 rows.
 void gpt2_shapes(benchmark::internal::Benchmark* b) { gpt2_shapes_for(b, {512, 16, 8, 4, 2, 1}); }
 
+// Decoding batches only.
+void small_shapes(benchmark::internal::Benchmark* b) { gpt2_shapes_for(b, {16, 8, 4, 2, 1}); }
+
 // Batch-1 decoding rows only.
 void decode_shapes(benchmark::internal::Benchmark* b) { gpt2_shapes_for(b, {1}); }
 
@@ -113,6 +128,7 @@ void decode_shapes(benchmark::internal::Benchmark* b) { gpt2_shapes_for(b, {1});
 
 BENCHMARK(BM_gemm_prefixtune)->Apply(gpt2_shapes);
 BENCHMARK(BM_gemm_prefixtune_nt)->Apply(gpt2_shapes);
+BENCHMARK(BM_gemm_small_avx2)->Apply(small_shapes);
 BENCHMARK(BM_gemm_eigen)->Apply(gpt2_shapes);
 BENCHMARK(BM_gemv_eigen_parallel)->Apply(decode_shapes);
 #if defined(PREFIXTUNE_WITH_BLAS)

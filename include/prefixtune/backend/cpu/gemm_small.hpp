@@ -213,20 +213,25 @@ PREFIXTUNE_TARGET_AVX2 inline void nt_columns_avx2(std::int64_t m, std::int64_t 
 
 #endif  // PREFIXTUNE_X86_KERNELS
 
+/// The kernels gemm_small_m may use: the best this CPU runs, or AVX2 + FMA only (for comparisons).
+enum class SmallGemmIsa { best, avx2 };
+
 /// Products with at least this many multiply-adds split their columns over the OpenMP threads.
 inline constexpr std::int64_t kSmallGemmParallelMin = std::int64_t{1} << 17;
 
 /// C (m, n) = alpha * A op(B) + beta * C with A (m, k) row-major, op(B) = B (k, n) or, when b_transposed,
-/// B^T with B (n, k); 1 <= m <= kSmallGemmMaxRows, on a CPU with AVX2 + FMA. Returns false (nothing done) when
-/// the product is not of that kind or the CPU lacks them.
+/// B^T with B (n, k); 1 <= m <= kSmallGemmMaxRows, on a CPU with AVX2 + FMA (B (k, n) with the AVX-512 kernel
+/// where the CPU has AVX-512F, unless isa says avx2). Returns false (nothing done) when the product is not of that
+/// kind or the CPU lacks them.
 inline bool gemm_small_m(bool b_transposed, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
-                         std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+                         std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc,
+                         SmallGemmIsa isa = SmallGemmIsa::best) {
 #if defined(PREFIXTUNE_X86_KERNELS)
   if (m < 1 || m > kSmallGemmMaxRows || n < 1 || k < 1 || !cpu_has_avx2_fma()) return false;
   auto columns = [&](std::int64_t j0, std::int64_t j1) {
     if (b_transposed)
       nt_columns_avx2(m, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    else if (cpu_has_avx512f())
+    else if (isa == SmallGemmIsa::best && cpu_has_avx512f())
       nn_columns_avx512(m, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc);
     else
       nn_columns_avx2(m, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc);
@@ -256,7 +261,7 @@ inline bool gemm_small_m(bool b_transposed, std::int64_t m, std::int64_t n, std:
   return true;
 #else
   (void)b_transposed, (void)m, (void)n, (void)k, (void)alpha, (void)a, (void)lda, (void)b, (void)ldb, (void)beta;
-  (void)c, (void)ldc;
+  (void)c, (void)ldc, (void)isa;
   return false;
 #endif
 }
