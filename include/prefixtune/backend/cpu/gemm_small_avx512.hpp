@@ -18,9 +18,9 @@
 
 namespace prefixtune::detail {
 
-/// B rows per pass, the passes the prefetches run ahead, and the widest column piece whose partial sums (m rows)
-/// are kept between passes.
-inline constexpr std::int64_t kNn512Rows = 8, kNn512PrefetchPasses = 2, kNn512MaxPiece = 2048;
+/// B rows per pass, the passes the prefetches run ahead, the widest column piece, and the floats of partial sums
+/// (m rows of a piece, kept between passes on the stack: 32 KB, within any thread's stack).
+inline constexpr std::int64_t kNn512Rows = 8, kNn512PrefetchPasses = 2, kNn512MaxPiece = 2016, kNn512SumFloats = 8192;
 
 /// As store8 on the lanes of `lanes`: alpha * s (+ beta * C; beta == 0 never reads C).
 PREFIXTUNE_TARGET_AVX512 inline void store16(float* c, __mmask16 lanes, __m512 s, float alpha, float beta) {
@@ -42,7 +42,7 @@ PREFIXTUNE_TARGET_AVX512 inline void nn512_tile(std::int64_t p0, std::int64_t p1
   };
   const __mmask16 k0 = mask(0), k1 = mask(1), k2 = mask(2);
   __m512 acc[MR][3];
-PREFIXTUNE_UNROLL8
+  PREFIXTUNE_UNROLL8
   for (int i = 0; i < MR; ++i) {
     if (first) {
       acc[i][0] = acc[i][1] = acc[i][2] = _mm512_setzero_ps();
@@ -56,7 +56,7 @@ PREFIXTUNE_UNROLL8
     const float* bp = b + p * ldb;
     const __m512 v0 = _mm512_maskz_loadu_ps(k0, bp), v1 = _mm512_maskz_loadu_ps(k1, bp + 16),
                  v2 = _mm512_maskz_loadu_ps(k2, bp + 32);
-PREFIXTUNE_UNROLL8
+    PREFIXTUNE_UNROLL8
     for (int i = 0; i < MR; ++i) {
       const __m512 x = _mm512_set1_ps(a[i * lda + p]);
       acc[i][0] = _mm512_fmadd_ps(x, v0, acc[i][0]);
@@ -65,7 +65,7 @@ PREFIXTUNE_UNROLL8
     }
   }
   if (!last) {
-PREFIXTUNE_UNROLL8
+    PREFIXTUNE_UNROLL8
     for (int i = 0; i < MR; ++i) {
       _mm512_mask_storeu_ps(y + i * ys, k0, acc[i][0]);
       _mm512_mask_storeu_ps(y + i * ys + 16, k1, acc[i][1]);
@@ -73,7 +73,7 @@ PREFIXTUNE_UNROLL8
     }
     return;
   }
-PREFIXTUNE_UNROLL8
+  PREFIXTUNE_UNROLL8
   for (int i = 0; i < MR; ++i) {
     store16(c + i * ldc, k0, acc[i][0], alpha, beta);
     store16(c + i * ldc + 16, k1, acc[i][1], alpha, beta);
@@ -105,18 +105,19 @@ PREFIXTUNE_TARGET_AVX512 inline void nn512_rows(std::int64_t rows, std::int64_t 
   }
 }
 
-/// Columns j0..j1 of C = alpha A B + beta C (NN), all m (<= 16) rows: in pieces of up to kNn512MaxPiece columns,
-/// B read kNn512Rows rows at a time across the piece (contiguous streams), the rows kNn512PrefetchPasses passes
-/// further down prefetched as the pass goes (one line of each per 16 columns).
+/// Columns j0..j1 of C = alpha A B + beta C (NN), all m (<= 16) rows: in pieces of up to kNn512MaxPiece columns
+/// (fewer for more rows), B read kNn512Rows rows at a time across the piece (contiguous streams), the rows
+/// kNn512PrefetchPasses passes further down prefetched as the pass goes (3 lines of each per tile of 48 columns).
 PREFIXTUNE_TARGET_AVX512 inline void nn_columns_avx512(std::int64_t m, std::int64_t j0, std::int64_t j1, std::int64_t k,
                                                        float alpha, const float* a, std::int64_t lda, const float* b,
                                                        std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
-  constexpr std::int64_t kTile = 48, kMaxRows = 16;
-  constexpr std::int64_t ys = kNn512MaxPiece + 16;  // rows of partial sums not a multiple of 4 KB apart
-  alignas(64) float y[kMaxRows * ys];
+  constexpr std::int64_t kTile = 48;
+  alignas(64) float y[kNn512SumFloats];
+  // Whole tiles per piece; rows of partial sums 16 floats more apart than the piece is wide (not 4 KB apart).
+  const std::int64_t piece = std::min(kNn512MaxPiece, (kNn512SumFloats / m - 16) / kTile * kTile), ys = piece + 16;
   const std::int64_t ahead = kNn512PrefetchPasses * kNn512Rows;
-  for (std::int64_t t0 = j0; t0 < j1; t0 += kNn512MaxPiece) {
-    const std::int64_t w = std::min(kNn512MaxPiece, j1 - t0);
+  for (std::int64_t t0 = j0; t0 < j1; t0 += piece) {
+    const std::int64_t w = std::min(piece, j1 - t0);
     for (std::int64_t p0 = 0; p0 < k; p0 += kNn512Rows) {
       const std::int64_t p1 = std::min(k, p0 + kNn512Rows);
       const bool first = p0 == 0, last = p1 == k;
