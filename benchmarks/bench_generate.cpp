@@ -23,5 +23,5 @@ BENCHMARK_TEMPLATE(BM_generate_many_prefixes, Cpu)
     ->UseRealTime();
 // Same-run ratios (each iteration times both sides): the P=10 prefix's cost and 8 prefixes batched vs one after
 // another. compare_generate.sh reads these.
-BENCHMARK_TEMPLATE(BM_generate_prefix_cost, Cpu)->Iterations(6)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_TEMPLATE(BM_generate_batching, Cpu)->Iterations(3)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_generate_prefix_cost, Cpu)->Iterations(8)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_generate_batching, Cpu)->Iterations(5)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -8,13 +8,15 @@
 // another (8 generate calls of batch 1) vs in one generate call.
 // BM_generate_prefix_cost and BM_generate_batching time the two sides of each comparison alternately within every
 // iteration, so both see the same machine (a shared machine's load changes over seconds): counters tokens/s of
-// each side and their ratio (prefix_cost = time with / without the prefix; speedup = time one after another / in
-// one batch).
+// each side and the median over the iterations of the ratio of the pair's times (prefix_cost = time with / without
+// the prefix; speedup = time one after another / in one batch); *_total is the ratio of the summed times.
 #pragma once
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <chrono>
+#include <numeric>
 
 #include <string>
 #include <vector>
@@ -129,20 +131,35 @@ void BM_generate_many_prefixes(benchmark::State& state) {
       benchmark::Counter(double(kRequests * kNewTokens), benchmark::Counter::kIsIterationInvariantRate);
 }
 
-/// Runs each of `sides` once per iteration, in turn, and returns their summed wall times in seconds.
-template <class... Sides>
-std::vector<double> time_alternately(benchmark::State& state, Sides&&... sides) {
-  std::vector<double> seconds(sizeof...(Sides), 0.0);
-  for (auto _ : state) {
-    std::size_t i = 0;
-    auto timed = [&](auto& side) {
-      const auto t0 = std::chrono::steady_clock::now();
-      side();
-      seconds[i++] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    };
-    (timed(sides), ...);
+/// Wall times in seconds of each side of a paired benchmark, one per iteration.
+struct PairedTimes {
+  std::vector<double> first, second;
+  double total(const std::vector<double>& side) const { return std::accumulate(side.begin(), side.end(), 0.0); }
+  /// Median over the iterations of first / second: one side stalled by a neighbour's burst moves one pair, not
+  /// the result (a ratio of totals moves with it).
+  double median_ratio() const {
+    std::vector<double> r(first.size());
+    for (std::size_t i = 0; i < r.size(); ++i) r[i] = first[i] / second[i];
+    std::sort(r.begin(), r.end());
+    const std::size_t n = r.size();
+    return n == 0 ? 0.0 : n % 2 == 1 ? r[n / 2] : 0.5 * (r[n / 2 - 1] + r[n / 2]);
   }
-  return seconds;
+};
+
+/// Runs `first` then `second` once per iteration and records each one's wall time.
+template <class First, class Second>
+PairedTimes time_alternately(benchmark::State& state, First&& first, Second&& second) {
+  PairedTimes t;
+  auto timed = [](auto& side, std::vector<double>& out) {
+    const auto t0 = std::chrono::steady_clock::now();
+    side();
+    out.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  };
+  for (auto _ : state) {
+    timed(first, t.first);
+    timed(second, t.second);
+  }
+  return t;
 }
 
 template <class Device>
@@ -155,11 +172,12 @@ void BM_generate_prefix_cost(benchmark::State& state) {
   auto bare = [&] { count_new_tokens(state, generate(model, bank, {{prompt, kNoPrefix}}, cfg)); };
   auto prefixed = [&] { count_new_tokens(state, generate(model, bank, {{prompt, 0}}, cfg)); };
   bare(), prefixed();  // warm-up
-  const auto s = time_alternately(state, bare, prefixed);
+  const PairedTimes t = time_alternately(state, prefixed, bare);
   const double n = double(state.iterations()) * kNewTokens;
-  state.counters["tokens/s"] = n / s[0];
-  state.counters["tokens/s_prefix"] = n / s[1];
-  state.counters["prefix_cost"] = s[1] / s[0];
+  state.counters["tokens/s"] = n / t.total(t.second);
+  state.counters["tokens/s_prefix"] = n / t.total(t.first);
+  state.counters["prefix_cost"] = t.median_ratio();
+  state.counters["prefix_cost_total"] = t.total(t.first) / t.total(t.second);
 }
 
 template <class Device>
@@ -174,11 +192,12 @@ void BM_generate_batching(benchmark::State& state) {
   };
   auto batched = [&] { count_new_tokens(state, generate(model, bank, requests, cfg)); };
   batched();  // warm-up
-  const auto s = time_alternately(state, sequential, batched);
+  const PairedTimes t = time_alternately(state, sequential, batched);
   const double n = double(state.iterations()) * kRequests * kNewTokens;
-  state.counters["tokens/s_sequential"] = n / s[0];
-  state.counters["tokens/s_batched"] = n / s[1];
-  state.counters["speedup"] = s[0] / s[1];
+  state.counters["tokens/s_sequential"] = n / t.total(t.first);
+  state.counters["tokens/s_batched"] = n / t.total(t.second);
+  state.counters["speedup"] = t.median_ratio();
+  state.counters["speedup_total"] = t.total(t.first) / t.total(t.second);
 }
 
 }  // namespace prefixtune::bench

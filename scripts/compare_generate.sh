@@ -57,8 +57,10 @@ for r, (ours, theirs, _) in enumerate(pairs):
     print(f"batch 1, round {r + 1}: prefixtune {ours:8.2f}  pytorch {theirs:8.2f}  ratio {ours / theirs:5.2f}x")
 print(f"{'batch 1 vs PyTorch, median ratio':40s} {statistics.median(o / t for o, t, _ in pairs):7.2f}x   (goal >= 2x)")
 print(f"{'batch 1 without / with a P=10 prefix':40s} {cost['tokens/s']:7.2f} / {cost['tokens/s_prefix']:.2f} tokens/s")
-print(f"{'prefix cost (time with / without)':40s} {cost['prefix_cost']:7.3f}    (goal <= 1.03)")
+print(f"{'prefix cost (time with / without)':40s} {cost['prefix_cost']:7.3f}    (goal <= 1.03; median of "
+      f"{cost['iterations']} pairs, ratio of totals {cost['prefix_cost_total']:.3f})")
 print(f"{'8 prefixes: one after another / batched':40s} {batching['tokens/s_sequential']:7.2f} / "
       f"{batching['tokens/s_batched']:.2f} tokens/s")
-print(f"{'batched / one after another':40s} {batching['speedup']:7.2f}x   (goal >= 4x)")
+print(f"{'batched / one after another':40s} {batching['speedup']:7.2f}x   (goal >= 4x; median of "
+      f"{batching['iterations']} pairs, ratio of totals {batching['speedup_total']:.2f}x)")
 PY

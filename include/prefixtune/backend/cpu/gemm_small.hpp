@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: MIT
-// Float GEMMs with few rows (m <= 16: decoding a batch of 1..16 tokens) as AVX2 + FMA kernels that read the
-// weight matrix B once, in place, for all m rows. OpenBLAS repacks all of B on every call (at
-// decoding shapes most of its time) and Eigen's GEMV is SSE2-only in a default build; these kernels are compiled
-// for AVX2 + FMA through function target attributes and chosen at run time when the CPU has them, so users need
-// no -march flag.
+// Float GEMMs with few rows (m <= 16: decoding a batch of 1..16 tokens) as AVX2 + FMA kernels (and, for B (k, n)
+// on CPUs with AVX-512F, the kernel of gemm_small_avx512.hpp) that read the weight matrix B once, in place, for
+// all m rows. OpenBLAS repacks all of B on every call (at decoding shapes most of its time) and Eigen's GEMV is
+// SSE2-only in a default build; these kernels are compiled through function target attributes (simd.hpp) and
+// chosen at run time when the CPU has them, so users need no -march flag.
 //
 // Two layouts, both with A (m, k) row-major:
-//  - NN: C = A B, B (k, n) row-major (GPT-2's Conv1D weights): B streamed row by row, partial sums in L1.
+//  - NN: C = A B, B (k, n) row-major (GPT-2's Conv1D weights): B streamed row by row, partial sums in L1 (AVX2)
+//    or in registers (AVX-512).
 //  - NT: C = A B^T, B (n, k) row-major (nn.Linear weights, the tied LM head). Each (row, column) pair is one dot
 //    product of 8 lanes, reduced in a fixed order.
 // Every output element is summed in the same order whatever m is, so a row's result does not depend on the rows
