@@ -75,7 +75,7 @@ TEST_CASE("small-m float kernels (AVX2/AVX-512): every row count, column and k t
   // Column counts around the kernels' block widths (8 lanes (AVX2) and 16-lane vectors in tiles of 48 (AVX-512)
   // for B (k, n); 3 columns for B (n, k)) and k around the 8 lanes and the 4- and 8-row passes; then products
   // above kSmallGemmParallelMin (split over the threads, with k beyond the NN kernels' prefetch distances and
-  // columns per thread beyond the AVX-512 kernel's piece of 2048).
+  // columns per thread beyond the AVX-512 kernel's column pieces of at most 2016).
   const std::int64_t ns[] = {1, 3, 7, 8, 9, 16, 17, 31, 47, 48, 50, 97};
   const std::int64_t ks[] = {1, 7, 8, 13, 64};
   const double ab[][2] = {{1.0, 0.0}, {-1.5, 0.25}};

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <utility>
 
 #include "prefixtune/backend/cpu/gemm_small_avx512.hpp"
 #include "prefixtune/backend/cpu/simd.hpp"
@@ -138,42 +139,47 @@ PREFIXTUNE_TARGET_AVX2 inline float hsum8(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-/// NT block: C[0..MR, 0..JR] of C = A B^T, each element a dot product over k (8 lanes, then the k % 8 tail).
-template <int MR, int JR>
-PREFIXTUNE_TARGET_AVX2 inline void nt_block(std::int64_t k, const float* a, std::int64_t lda, const float* b,
+/// One row of an NT block: each of its sums adds av times the matching vector of B.
+template <int... J>
+PREFIXTUNE_TARGET_AVX2 inline void nt_fma_row(std::integer_sequence<int, J...>, __m256 (&acc)[sizeof...(J)], __m256 av,
+                                              const __m256 (&bv)[sizeof...(J)]) {
+  ((acc[J] = _mm256_fmadd_ps(av, bv[J], acc[J])), ...);
+}
+
+/// One element of an NT block into C: the sum's 8 lanes reduced, the k % 8 tail added, then alpha / beta.
+PREFIXTUNE_TARGET_AVX2 inline void nt_store(__m256 sum, std::int64_t k8, std::int64_t k, const float* a, const float* b,
+                                            float alpha, float beta, float* c) {
+  float s = hsum8(sum);
+  for (std::int64_t p = k8; p < k; ++p) s = std::fma(a[p], b[p], s);
+  store1(c, s, alpha, beta);
+}
+
+/// One row of an NT block into C.
+template <int... J>
+PREFIXTUNE_TARGET_AVX2 inline void nt_store_row(std::integer_sequence<int, J...>, const __m256 (&acc)[sizeof...(J)],
+                                                std::int64_t k8, std::int64_t k, const float* a, const float* b,
+                                                std::int64_t ldb, float alpha, float beta, float* c) {
+  (nt_store(acc[J], k8, k, a, b + J * ldb, alpha, beta, c + J), ...);
+}
+
+/// NT block: C[I..., J...] of C = A B^T, each element a dot product over k (8 lanes, then the k % 8 tail). Rows and
+/// columns are pack expansions, not loops: straight-line code with the sums in registers under every compiler
+/// (nvcc's host pass drops `#pragma GCC unroll`, and a loop left rolled keeps the sums in memory).
+template <int... I, int... J>
+PREFIXTUNE_TARGET_AVX2 inline void nt_block(std::integer_sequence<int, I...>, std::integer_sequence<int, J...> cols,
+                                            std::int64_t k, const float* a, std::int64_t lda, const float* b,
                                             std::int64_t ldb, float alpha, float beta, float* c, std::int64_t ldc,
                                             bool prefetch_next) {
-  __m256 acc[MR][JR];
-  PREFIXTUNE_UNROLL4
-  for (int i = 0; i < MR; ++i) {
-    PREFIXTUNE_UNROLL4
-    for (int j = 0; j < JR; ++j) acc[i][j] = _mm256_setzero_ps();
-  }
+  constexpr int JR = sizeof...(J);
+  __m256 acc[sizeof...(I)][JR] = {};
   const std::int64_t k8 = k / 8 * 8;
   for (std::int64_t p = 0; p < k8; p += 8) {
-    if (prefetch_next) {  // the same line of the next JR rows of B
-      PREFIXTUNE_UNROLL4
-      for (int j = 0; j < JR; ++j) _mm_prefetch(reinterpret_cast<const char*>(b + (JR + j) * ldb + p), _MM_HINT_T0);
-    }
-    __m256 bv[JR];
-    PREFIXTUNE_UNROLL4
-    for (int j = 0; j < JR; ++j) bv[j] = _mm256_loadu_ps(b + j * ldb + p);
-    PREFIXTUNE_UNROLL4
-    for (int i = 0; i < MR; ++i) {
-      const __m256 av = _mm256_loadu_ps(a + i * lda + p);
-      PREFIXTUNE_UNROLL4
-      for (int j = 0; j < JR; ++j) acc[i][j] = _mm256_fmadd_ps(av, bv[j], acc[i][j]);
-    }
+    if (prefetch_next)  // the same line of the next JR rows of B
+      (_mm_prefetch(reinterpret_cast<const char*>(b + (JR + J) * ldb + p), _MM_HINT_T0), ...);
+    const __m256 bv[JR] = {_mm256_loadu_ps(b + J * ldb + p)...};
+    (nt_fma_row(cols, acc[I], _mm256_loadu_ps(a + I * lda + p), bv), ...);
   }
-  PREFIXTUNE_UNROLL4
-  for (int i = 0; i < MR; ++i) {
-    PREFIXTUNE_UNROLL4
-    for (int j = 0; j < JR; ++j) {
-      float s = hsum8(acc[i][j]);
-      for (std::int64_t p = k8; p < k; ++p) s = std::fma(a[i * lda + p], b[j * ldb + p], s);
-      store1(c + i * ldc + j, s, alpha, beta);
-    }
-  }
+  (nt_store_row(cols, acc[I], k8, k, a + I * lda, b, ldb, alpha, beta, c + I * ldc), ...);
 }
 
 /// Rows 0..m of an NT block of JR columns (3, or 1 for a range's last columns), in groups of up to 4 rows (up to
@@ -182,20 +188,22 @@ template <int JR>
 PREFIXTUNE_TARGET_AVX2 inline void nt_rows(std::int64_t m, std::int64_t k, const float* a, std::int64_t lda,
                                            const float* b, std::int64_t ldb, float alpha, float beta, float* c,
                                            std::int64_t ldc, bool prefetch_next) {
+  constexpr auto cols = std::make_integer_sequence<int, JR>{};
   std::int64_t i = 0;
   for (; i + 4 <= m; i += 4, prefetch_next = false)
-    nt_block<4, JR>(k, a + i * lda, lda, b, ldb, alpha, beta, c + i * ldc, ldc, prefetch_next);
+    nt_block(std::make_integer_sequence<int, 4>{}, cols, k, a + i * lda, lda, b, ldb, alpha, beta, c + i * ldc, ldc,
+             prefetch_next);
   const float* ai = a + i * lda;
   float* ci = c + i * ldc;
   switch (m - i) {
     case 3:
-      nt_block<3, JR>(k, ai, lda, b, ldb, alpha, beta, ci, ldc, prefetch_next);
+      nt_block(std::make_integer_sequence<int, 3>{}, cols, k, ai, lda, b, ldb, alpha, beta, ci, ldc, prefetch_next);
       break;
     case 2:
-      nt_block<2, JR>(k, ai, lda, b, ldb, alpha, beta, ci, ldc, prefetch_next);
+      nt_block(std::make_integer_sequence<int, 2>{}, cols, k, ai, lda, b, ldb, alpha, beta, ci, ldc, prefetch_next);
       break;
     case 1:
-      nt_block<1, JR>(k, ai, lda, b, ldb, alpha, beta, ci, ldc, prefetch_next);
+      nt_block(std::make_integer_sequence<int, 1>{}, cols, k, ai, lda, b, ldb, alpha, beta, ci, ldc, prefetch_next);
       break;
     default:
       break;
@@ -229,10 +237,11 @@ inline bool gemm_small_m(bool b_transposed, std::int64_t m, std::int64_t n, std:
                          SmallGemmIsa isa = SmallGemmIsa::best) {
 #if defined(PREFIXTUNE_X86_KERNELS)
   if (m < 1 || m > kSmallGemmMaxRows || n < 1 || k < 1 || !cpu_has_avx2_fma()) return false;
+  const bool nn_avx512 = !b_transposed && isa == SmallGemmIsa::best && cpu_has_avx512f();
   auto columns = [&](std::int64_t j0, std::int64_t j1) {
     if (b_transposed)
       nt_columns_avx2(m, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    else if (isa == SmallGemmIsa::best && cpu_has_avx512f())
+    else if (nn_avx512)
       nn_columns_avx512(m, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc);
     else
       nn_columns_avx2(m, j0, j1, k, alpha, a, lda, b, ldb, beta, c, ldc);

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 
 #include "prefixtune/backend/cpu/simd.hpp"
 
@@ -29,56 +30,56 @@ PREFIXTUNE_TARGET_AVX512 inline void store16(float* c, __mmask16 lanes, __m512 s
   _mm512_mask_storeu_ps(c, lanes, r);
 }
 
-/// C tile of MR rows x 48 columns (3 vectors, lanes past `cols` masked) over rows p0..p1 of B. The sums start at
-/// zero (first pass) or at y, and end in y or, on the last pass, as alpha * s + beta * C in c.
-template <int MR>
-PREFIXTUNE_TARGET_AVX512 inline void nn512_tile(std::int64_t p0, std::int64_t p1, std::int64_t cols, const float* a,
-                                                std::int64_t lda, const float* b, std::int64_t ldb, float* y,
-                                                std::int64_t ys, bool first, bool last, float alpha, float beta,
-                                                float* c, std::int64_t ldc) {
+/// One row of a tile: its 3 vectors of sums and what it does with them (lanes past the tile's columns masked).
+PREFIXTUNE_TARGET_AVX512 inline void load3(__m512 (&acc)[3], const float* y, const __mmask16 (&k)[3]) {
+  acc[0] = _mm512_maskz_loadu_ps(k[0], y);
+  acc[1] = _mm512_maskz_loadu_ps(k[1], y + 16);
+  acc[2] = _mm512_maskz_loadu_ps(k[2], y + 32);
+}
+PREFIXTUNE_TARGET_AVX512 inline void fma3(__m512 (&acc)[3], float a, __m512 v0, __m512 v1, __m512 v2) {
+  const __m512 x = _mm512_set1_ps(a);
+  acc[0] = _mm512_fmadd_ps(x, v0, acc[0]);
+  acc[1] = _mm512_fmadd_ps(x, v1, acc[1]);
+  acc[2] = _mm512_fmadd_ps(x, v2, acc[2]);
+}
+PREFIXTUNE_TARGET_AVX512 inline void save3(float* y, const __mmask16 (&k)[3], const __m512 (&acc)[3]) {
+  _mm512_mask_storeu_ps(y, k[0], acc[0]);
+  _mm512_mask_storeu_ps(y + 16, k[1], acc[1]);
+  _mm512_mask_storeu_ps(y + 32, k[2], acc[2]);
+}
+PREFIXTUNE_TARGET_AVX512 inline void out3(float* c, const __mmask16 (&k)[3], const __m512 (&acc)[3], float alpha,
+                                          float beta) {
+  store16(c, k[0], acc[0], alpha, beta);
+  store16(c + 16, k[1], acc[1], alpha, beta);
+  store16(c + 32, k[2], acc[2], alpha, beta);
+}
+
+/// C tile of sizeof...(I) rows x 48 columns (3 vectors, lanes past `cols` masked) over rows p0..p1 of B. The sums
+/// start at zero (first pass) or at y, and end in y or, on the last pass, as alpha * s + beta * C in c. The rows
+/// are a pack expansion, not a loop: straight-line code with the sums in registers under every compiler (nvcc's
+/// host pass drops `#pragma GCC unroll`, and a loop left rolled keeps the sums in memory).
+template <int... I>
+PREFIXTUNE_TARGET_AVX512 inline void nn512_tile(std::integer_sequence<int, I...>, std::int64_t p0, std::int64_t p1,
+                                                std::int64_t cols, const float* a, std::int64_t lda, const float* b,
+                                                std::int64_t ldb, float* y, std::int64_t ys, bool first, bool last,
+                                                float alpha, float beta, float* c, std::int64_t ldc) {
   const auto mask = [cols](int v) -> __mmask16 {
     const std::int64_t left = cols - 16 * v;
     return left >= 16 ? __mmask16(0xffff) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1u);
   };
-  const __mmask16 k0 = mask(0), k1 = mask(1), k2 = mask(2);
-  __m512 acc[MR][3];
-  PREFIXTUNE_UNROLL8
-  for (int i = 0; i < MR; ++i) {
-    if (first) {
-      acc[i][0] = acc[i][1] = acc[i][2] = _mm512_setzero_ps();
-    } else {
-      acc[i][0] = _mm512_maskz_loadu_ps(k0, y + i * ys);
-      acc[i][1] = _mm512_maskz_loadu_ps(k1, y + i * ys + 16);
-      acc[i][2] = _mm512_maskz_loadu_ps(k2, y + i * ys + 32);
-    }
-  }
+  const __mmask16 k[3] = {mask(0), mask(1), mask(2)};
+  __m512 acc[sizeof...(I)][3] = {};
+  if (!first) (load3(acc[I], y + I * ys, k), ...);
   for (std::int64_t p = p0; p < p1; ++p) {
     const float* bp = b + p * ldb;
-    const __m512 v0 = _mm512_maskz_loadu_ps(k0, bp), v1 = _mm512_maskz_loadu_ps(k1, bp + 16),
-                 v2 = _mm512_maskz_loadu_ps(k2, bp + 32);
-    PREFIXTUNE_UNROLL8
-    for (int i = 0; i < MR; ++i) {
-      const __m512 x = _mm512_set1_ps(a[i * lda + p]);
-      acc[i][0] = _mm512_fmadd_ps(x, v0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(x, v1, acc[i][1]);
-      acc[i][2] = _mm512_fmadd_ps(x, v2, acc[i][2]);
-    }
+    const __m512 v0 = _mm512_maskz_loadu_ps(k[0], bp), v1 = _mm512_maskz_loadu_ps(k[1], bp + 16),
+                 v2 = _mm512_maskz_loadu_ps(k[2], bp + 32);
+    (fma3(acc[I], a[I * lda + p], v0, v1, v2), ...);
   }
-  if (!last) {
-    PREFIXTUNE_UNROLL8
-    for (int i = 0; i < MR; ++i) {
-      _mm512_mask_storeu_ps(y + i * ys, k0, acc[i][0]);
-      _mm512_mask_storeu_ps(y + i * ys + 16, k1, acc[i][1]);
-      _mm512_mask_storeu_ps(y + i * ys + 32, k2, acc[i][2]);
-    }
-    return;
-  }
-  PREFIXTUNE_UNROLL8
-  for (int i = 0; i < MR; ++i) {
-    store16(c + i * ldc, k0, acc[i][0], alpha, beta);
-    store16(c + i * ldc + 16, k1, acc[i][1], alpha, beta);
-    store16(c + i * ldc + 32, k2, acc[i][2], alpha, beta);
-  }
+  if (last)
+    (out3(c + I * ldc, k, acc[I], alpha, beta), ...);
+  else
+    (save3(y + I * ys, k, acc[I]), ...);
 }
 
 /// The tile for `rows` (1..8) rows.
@@ -87,9 +88,10 @@ PREFIXTUNE_TARGET_AVX512 inline void nn512_rows(std::int64_t rows, std::int64_t 
                                                 float* y, std::int64_t ys, bool first, bool last, float alpha,
                                                 float beta, float* c, std::int64_t ldc) {
   switch (rows) {
-#define PREFIXTUNE_NN512_CASE(R)                                                          \
-  case R:                                                                                 \
-    nn512_tile<R>(p0, p1, cols, a, lda, b, ldb, y, ys, first, last, alpha, beta, c, ldc); \
+#define PREFIXTUNE_NN512_CASE(R)                                                                                       \
+  case R:                                                                                                              \
+    nn512_tile(std::make_integer_sequence<int, R>{}, p0, p1, cols, a, lda, b, ldb, y, ys, first, last, alpha, beta, c, \
+               ldc);                                                                                                   \
     break;
     PREFIXTUNE_NN512_CASE(1)
     PREFIXTUNE_NN512_CASE(2)

@@ -4,22 +4,16 @@
 #pragma once
 
 #include <cstdlib>
-#include <string>
+#include <cstring>
 
 // Also compiled in CUDA translation units (nvcc hands host code to the same g++), so every TU of a program has the
-// same kernels; nvcc's own front end does not know `#pragma GCC unroll` (g++ unrolls those constant loops anyway).
+// same kernels. nvcc's own front end drops `#pragma GCC unroll`, so the kernels unroll their row and column loops
+// as pack expansions instead.
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(PREFIXTUNE_NO_X86_KERNELS)
 #define PREFIXTUNE_X86_KERNELS 1
 #include <immintrin.h>
 #define PREFIXTUNE_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #define PREFIXTUNE_TARGET_AVX512 __attribute__((target("avx512f,avx2,fma")))
-#if defined(__CUDACC__)
-#define PREFIXTUNE_UNROLL4
-#define PREFIXTUNE_UNROLL8
-#else
-#define PREFIXTUNE_UNROLL4 _Pragma("GCC unroll 4")
-#define PREFIXTUNE_UNROLL8 _Pragma("GCC unroll 8")
-#endif
 #endif
 
 namespace prefixtune::detail {
@@ -44,7 +38,7 @@ inline bool cpu_has_avx512f() {
   static const bool has = [] {
     __builtin_cpu_init();
     const char* off = std::getenv("PREFIXTUNE_NO_AVX512");
-    if (off != nullptr && std::string(off) != "0" && !std::string(off).empty()) return false;
+    if (off != nullptr && off[0] != '\0' && std::strcmp(off, "0") != 0) return false;
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma") && cpu_has_avx2_fma();
   }();
   return has;
