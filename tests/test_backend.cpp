@@ -1,8 +1,13 @@
 // SPDX-License-Identifier: MIT
 // Tests of the CPU GEMM (pointer and tensor APIs) against a naive double-precision loop: odd shapes, all four
-// transposes, leading dimensions, alpha/beta, strided batches, broadcasting, and argument errors.
+// transposes, leading dimensions, alpha/beta, strided batches, broadcasting, and argument errors. The checks of the
+// AVX2 and AVX-512 kernels themselves are in the test suites isa_avx2 / isa_avx512, run by their own CTest entries
+// (`test_backend --isa=avx2`, `--isa=avx512`) that exit 77, "skipped", on a CPU without the instructions.
+#define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
+#include <cstdio>
+#include <cstring>
 #include <limits>
 
 #include "prefixtune/backend/cpu/gemm.hpp"
@@ -26,10 +31,19 @@ double tolerance() {
   return std::is_same_v<T, float> ? 2e-5 : 1e-12;
 }
 
+// The product under test: gemm(Cpu{}), whichever kernel it picks on this CPU.
+struct CpuGemm {
+  template <class T>
+  void operator()(Trans ta, Trans tb, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
+                  std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) const {
+    gemm(Cpu{}, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  }
+};
+
 // Checks one pointer-level GEMM of the given shape (with padded leading dimensions) against the reference.
-template <class T>
+template <class T, class Run = CpuGemm>
 void check_gemm(Trans ta, Trans tb, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, double beta, Rng& rng,
-                int pad) {
+                int pad, Run run = {}) {
   const std::int64_t a_rows = ta == Trans::N ? m : k, a_cols = ta == Trans::N ? k : m;
   const std::int64_t b_rows = tb == Trans::N ? k : n, b_cols = tb == Trans::N ? n : k;
   const std::int64_t lda = std::max<std::int64_t>(1, a_cols + pad), ldb = std::max<std::int64_t>(1, b_cols + pad);
@@ -40,7 +54,7 @@ void check_gemm(Trans ta, Trans tb, std::int64_t m, std::int64_t n, std::int64_t
   // Reference from the rounded inputs so only the product's rounding is measured.
   std::vector<double> ar(ta_.begin(), ta_.end()), br(tb_.begin(), tb_.end()), cr(tc.begin(), tc.end());
   naive_gemm(ta == Trans::T, tb == Trans::T, m, n, k, alpha, ar, lda, br, ldb, beta, cr, ldc);
-  gemm(Cpu{}, ta, tb, m, n, k, T(alpha), ta_.data(), lda, tb_.data(), ldb, T(beta), tc.data(), ldc);
+  run(ta, tb, m, n, k, T(alpha), ta_.data(), lda, tb_.data(), ldb, T(beta), tc.data(), ldc);
   double err = 0;
   for (std::int64_t i = 0; i < m; ++i)
     for (std::int64_t j = 0; j < n; ++j)
@@ -68,14 +82,12 @@ TEST_CASE_TEMPLATE("gemm matches a naive double loop on odd shapes, all transpos
         for (auto& p : ab) check_gemm<T>(ta, tb, s[0], s[1], s[2], p[0], p[1], rng, int(s[0] % 3));
 }
 
-TEST_CASE("small-m float kernels (AVX2/AVX-512): every row count, column and k tails, alpha/beta, both B layouts") {
-  if (!detail::cpu_has_avx2_fma()) MESSAGE("this CPU has no AVX2 + FMA: the kernels are not used here");
-  if (!detail::cpu_has_avx512f()) MESSAGE("this CPU has no AVX-512F: the NN product runs the AVX2 kernel here");
-  Rng rng(77);
-  // Column counts around the kernels' block widths (8 lanes (AVX2) and 16-lane vectors in tiles of 48 (AVX-512)
-  // for B (k, n); 3 columns for B (n, k)) and k around the 8 lanes and the 4- and 8-row passes; then products
-  // above kSmallGemmParallelMin (split over the threads, with k beyond the NN kernels' prefetch distances and
-  // columns per thread beyond the AVX-512 kernel's column pieces of at most 2016).
+// Shapes for the small-m kernels: column counts around their block widths (8 lanes (AVX2) and 16-lane vectors in
+// tiles of 48 (AVX-512) for B (k, n); 3 columns for B (n, k)) and k around the 8 lanes and the 4- and 8-row passes;
+// then products above kSmallGemmParallelMin (split over the threads, with k beyond the NN kernels' prefetch
+// distances and columns per thread beyond the AVX-512 kernel's column pieces of at most 2016).
+template <class Run>
+void check_small_m_shapes(Rng& rng, Run run) {
   const std::int64_t ns[] = {1, 3, 7, 8, 9, 16, 17, 31, 47, 48, 50, 97};
   const std::int64_t ks[] = {1, 7, 8, 13, 64};
   const double ab[][2] = {{1.0, 0.0}, {-1.5, 0.25}};
@@ -83,67 +95,105 @@ TEST_CASE("small-m float kernels (AVX2/AVX-512): every row count, column and k t
     for (std::int64_t n : ns)
       for (std::int64_t k : ks)
         for (Trans tb : {Trans::N, Trans::T})
-          for (auto& p : ab) check_gemm<float>(Trans::N, tb, m, n, k, p[0], p[1], rng, int(m % 2));
+          for (auto& p : ab) check_gemm<float>(Trans::N, tb, m, n, k, p[0], p[1], rng, int(m % 2), run);
   for (std::int64_t m : {1, 6, 16})
-    for (Trans tb : {Trans::N, Trans::T}) check_gemm<float>(Trans::N, tb, m, 4801, 70, -1.5, 0.25, rng, 1);
+    for (Trans tb : {Trans::N, Trans::T}) check_gemm<float>(Trans::N, tb, m, 4801, 70, -1.5, 0.25, rng, 1, run);
 }
 
-TEST_CASE("small-m float kernels: a row's result does not depend on the rows batched with it") {
-  Rng rng(78);
-  const std::int64_t n = 301, k = 203, m = 11;
-  for (Trans tb : {Trans::N, Trans::T}) {
-    auto a = test::random_values(m * k, rng), b = test::random_values(n * k, rng);
-    const std::vector<float> af(a.begin(), a.end()), bf(b.begin(), b.end());
-    std::vector<float> all(m * n), one(n);
-    const std::int64_t ldb = tb == Trans::N ? n : k;
-    gemm(Cpu{}, Trans::N, tb, m, n, k, 1.0f, af.data(), k, bf.data(), ldb, 0.0f, all.data(), n);
-    for (std::int64_t i = 0; i < m; ++i) {
-      gemm(Cpu{}, Trans::N, tb, 1, n, k, 1.0f, af.data() + i * k, k, bf.data(), ldb, 0.0f, one.data(), n);
-      INFO("tb=", to_string(tb), " row ", i);
-      if (detail::cpu_has_avx2_fma()) CHECK(std::equal(one.begin(), one.end(), all.begin() + i * n));
+TEST_CASE("small-m float products through gemm: every row count, column and k tails, alpha/beta, both B layouts") {
+  // Whichever kernel this CPU runs (AVX-512 NN, AVX2, or BLAS/Eigen); the kernels themselves: isa_avx2, isa_avx512.
+  Rng rng(77);
+  check_small_m_shapes(rng, CpuGemm{});
+}
+
+TEST_SUITE("isa_avx2") {
+  TEST_CASE("small-m AVX2 + FMA kernels: every row count, column and k tails, alpha/beta, both B layouts" *
+            doctest::skip(!detail::cpu_has_avx2_fma())) {
+    Rng rng(76);
+    check_small_m_shapes(
+        rng, [](Trans, Trans tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+                std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+          REQUIRE(detail::gemm_small_m(tb == Trans::T, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+                                       detail::SmallGemmIsa::avx2));
+        });
+  }
+
+  TEST_CASE("small-m float kernels: a row's result does not depend on the rows batched with it" *
+            doctest::skip(!detail::cpu_has_avx2_fma())) {
+    Rng rng(78);
+    const std::int64_t n = 301, k = 203, m = 11;
+    for (Trans tb : {Trans::N, Trans::T}) {
+      auto a = test::random_values(m * k, rng), b = test::random_values(n * k, rng);
+      const std::vector<float> af(a.begin(), a.end()), bf(b.begin(), b.end());
+      std::vector<float> all(m * n), one(n);
+      const std::int64_t ldb = tb == Trans::N ? n : k;
+      gemm(Cpu{}, Trans::N, tb, m, n, k, 1.0f, af.data(), k, bf.data(), ldb, 0.0f, all.data(), n);
+      for (std::int64_t i = 0; i < m; ++i) {
+        gemm(Cpu{}, Trans::N, tb, 1, n, k, 1.0f, af.data() + i * k, k, bf.data(), ldb, 0.0f, one.data(), n);
+        INFO("tb=", to_string(tb), " row ", i);
+        CHECK(std::equal(one.begin(), one.end(), all.begin() + i * n));
+      }
+      // The kernel took the product (and, with beta == 0, never read C's NaNs); so does the AVX2-only choice,
+      // row by row too.
+      const float nan = std::numeric_limits<float>::quiet_NaN();
+      std::vector<float> c(m * n, nan), c2(m * n, nan);
+      CHECK(detail::gemm_small_m(tb == Trans::T, m, n, k, 1.0f, af.data(), k, bf.data(), ldb, 0.0f, c.data(), n));
+      CHECK(c == all);
+      CHECK(detail::gemm_small_m(tb == Trans::T, m, n, k, 1.0f, af.data(), k, bf.data(), ldb, 0.0f, c2.data(), n,
+                                 detail::SmallGemmIsa::avx2));
+      for (std::int64_t i = 0; i < m; ++i) {
+        CHECK(detail::gemm_small_m(tb == Trans::T, 1, n, k, 1.0f, af.data() + i * k, k, bf.data(), ldb, 0.0f,
+                                   one.data(), n, detail::SmallGemmIsa::avx2));
+        INFO("AVX2 only, tb=", to_string(tb), " row ", i);
+        CHECK(std::equal(one.begin(), one.end(), c2.begin() + i * n));
+      }
     }
-    // The kernel took the product (and, with beta == 0, never read C's NaNs).
-    std::vector<float> c(m * n, std::numeric_limits<float>::quiet_NaN());
-    const bool took =
-        detail::gemm_small_m(tb == Trans::T, m, n, k, 1.0f, af.data(), k, bf.data(), ldb, 0.0f, c.data(), n);
-    CHECK(took == detail::cpu_has_avx2_fma());
-    if (took) CHECK(c == all);
   }
 }
 
+TEST_SUITE("isa_avx512") {
 #if defined(PREFIXTUNE_X86_KERNELS)
-TEST_CASE("small-m NN kernels: AVX2 and AVX-512 give bit-identical sums and write only their columns") {
-  if (!detail::cpu_has_avx512f()) {
-    MESSAGE("this CPU has no AVX-512F: only the AVX2 kernel runs here");
-    return;
-  }
-  Rng rng(79);
-  const double ab[][2] = {{1.0, 0.0}, {-1.5, 0.25}};
-  for (std::int64_t m = 1; m <= detail::kSmallGemmMaxRows; ++m)
-    for (std::int64_t n : {1, 15, 16, 33, 47, 48, 49, 130, 2100})
-      for (std::int64_t k : {1, 8, 9, 17, 40})
-        for (auto& p : ab) {
-          const std::int64_t lda = k + 1, ldb = n + 2, ldc = n + 3;
-          auto a = test::random_values(m * lda, rng), b = test::random_values(k * ldb, rng);
-          auto c = test::random_values(m * ldc, rng);
-          const std::vector<float> af(a.begin(), a.end()), bf(b.begin(), b.end()), c0(c.begin(), c.end());
-          // Columns j0..j1 only (a thread's range): the others, and the padding, keep their values.
-          const std::int64_t j0 = n > 20 ? 5 : 0, j1 = n > 20 ? n - 3 : n;
-          auto c2 = c0, c5 = c0;
-          detail::nn_columns_avx2(m, j0, j1, k, float(p[0]), af.data(), lda, bf.data(), ldb, float(p[1]), c2.data(),
-                                  ldc);
-          detail::nn_columns_avx512(m, j0, j1, k, float(p[0]), af.data(), lda, bf.data(), ldb, float(p[1]), c5.data(),
+  TEST_CASE("small-m NN kernels: AVX2 and AVX-512 give bit-identical sums and write only their columns" *
+            doctest::skip(!detail::cpu_has_avx512f())) {
+    Rng rng(79);
+    const double ab[][2] = {{1.0, 0.0}, {-1.5, 0.25}};
+    for (std::int64_t m = 1; m <= detail::kSmallGemmMaxRows; ++m)
+      for (std::int64_t n : {1, 15, 16, 33, 47, 48, 49, 130, 2100})
+        for (std::int64_t k : {1, 8, 9, 17, 40})
+          for (auto& p : ab) {
+            const std::int64_t lda = k + 1, ldb = n + 2, ldc = n + 3;
+            auto a = test::random_values(m * lda, rng), b = test::random_values(k * ldb, rng);
+            auto c = test::random_values(m * ldc, rng);
+            const std::vector<float> af(a.begin(), a.end()), bf(b.begin(), b.end()), c0(c.begin(), c.end());
+            // Columns j0..j1 only (a thread's range): the others, and the padding, keep their values.
+            const std::int64_t j0 = n > 20 ? 5 : 0, j1 = n > 20 ? n - 3 : n;
+            auto c2 = c0, c5 = c0;
+            detail::nn_columns_avx2(m, j0, j1, k, float(p[0]), af.data(), lda, bf.data(), ldb, float(p[1]), c2.data(),
                                     ldc);
-          INFO("m=", m, " n=", n, " k=", k, " beta=", p[1]);
-          CHECK(c2 == c5);
-          bool outside_kept = true;
-          for (std::int64_t i = 0; i < m; ++i)
-            for (std::int64_t j = 0; j < ldc; ++j)
-              if ((j < j0 || j >= j1) && c5[i * ldc + j] != c0[i * ldc + j]) outside_kept = false;
-          CHECK(outside_kept);
-        }
-}
+            detail::nn_columns_avx512(m, j0, j1, k, float(p[0]), af.data(), lda, bf.data(), ldb, float(p[1]), c5.data(),
+                                      ldc);
+            INFO("m=", m, " n=", n, " k=", k, " beta=", p[1]);
+            CHECK(c2 == c5);
+            bool outside_kept = true;
+            for (std::int64_t i = 0; i < m; ++i)
+              for (std::int64_t j = 0; j < ldc; ++j)
+                if ((j < j0 || j >= j1) && c5[i * ldc + j] != c0[i * ldc + j]) outside_kept = false;
+            CHECK(outside_kept);
+          }
+  }
+
+  TEST_CASE("small-m NN products through gemm run the AVX-512 kernel: every row count and tail" *
+            doctest::skip(!detail::cpu_has_avx512f())) {
+    // gemm(Cpu{}) picks the AVX-512 NN kernel here (B (k, n)); the same shapes as the AVX2 case.
+    Rng rng(80);
+    check_small_m_shapes(
+        rng, [](Trans, Trans tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+                std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+          REQUIRE(detail::gemm_small_m(tb == Trans::T, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc));
+        });
+  }
 #endif
+}
 
 TEST_CASE("gemm with beta == 0 never reads C (NaN in C does not propagate)") {
   const float nan = std::numeric_limits<float>::quiet_NaN();
@@ -262,4 +312,37 @@ TEST_CASE("thread control reaches OpenMP, Eigen and BLAS") {
   set_num_threads(before);
   CHECK(error_of([] { set_num_threads(0); }).find("must be >= 1") != std::string::npos);
   CHECK((cpu_gemm_backend() == "openblas" || cpu_gemm_backend() == "eigen"));
+}
+
+// `--isa=avx2` / `--isa=avx512`: run only that suite, or exit 77 (CTest: skipped) when this CPU lacks the
+// instructions (or PREFIXTUNE_NO_AVX512 turns AVX-512 off). Without --isa every case runs; the kernels' cases this
+// CPU cannot run are reported as skipped by doctest.
+int main(int argc, char** argv) {
+  std::vector<char*> args;
+  const char* isa = nullptr;
+  for (int i = 0; i < argc; ++i) {
+    if (std::strncmp(argv[i], "--isa=", 6) == 0) {
+      isa = argv[i] + 6;
+    } else {
+      args.push_back(argv[i]);
+    }
+  }
+  doctest::Context ctx(static_cast<int>(args.size()), args.data());
+  if (isa != nullptr) {
+    bool has = false;
+    if (std::strcmp(isa, "avx2") == 0) {
+      has = detail::cpu_has_avx2_fma();
+    } else if (std::strcmp(isa, "avx512") == 0) {
+      has = detail::cpu_has_avx512f();
+    } else {
+      std::fprintf(stderr, "test_backend: unknown --isa=%s (avx2 or avx512)\n", isa);
+      return 2;
+    }
+    if (!has) {
+      std::printf("this CPU does not run the %s kernels (or PREFIXTUNE_NO_AVX512 is set): skipped\n", isa);
+      return 77;
+    }
+    ctx.addFilter("test-suite", (std::string("isa_") + isa).c_str());
+  }
+  return ctx.run();
 }
