@@ -273,6 +273,46 @@ TEST_CASE("train_bart_prefix: the loss falls, validation keeps the best tables, 
         std::string::npos);
 }
 
+TEST_CASE("train_bart_prefix resumed at any step keeps the uninterrupted run's best tables, bit for bit") {
+  BartConfig c = tiny_bart();
+  c.d_model = 16, c.encoder_attention_heads = 2, c.decoder_attention_heads = 2, c.encoder_ffn_dim = 24;
+  c.decoder_ffn_dim = 24;
+  Rng rng(7);
+  const auto m = random_bart<float>(c, rng, 0.3);
+  const auto train = copy_pairs(24, rng), valid = copy_pairs(6, rng);
+  PrefixConfig pc;
+  pc.length = 3, pc.mid = 16;
+  TrainConfig cfg;
+  cfg.epochs = 3, cfg.batch_size = 4, cfg.lr = 3e-2, cfg.eval_every = 2, cfg.checkpoint_every = 5;
+  Rng r0(9);
+  auto p0 = Seq2SeqPrefix<float>::create(pc, c, r0);
+  const auto straight = train_bart_prefix(m, p0, train, valid, cfg);
+  REQUIRE(straight.best_step > 0);
+  TempDir dir;
+  for (const std::int64_t stop : {std::int64_t{3}, straight.best_step, straight.steps}) {
+    INFO("stopped after step ", stop, " (uninterrupted best at step ", straight.best_step, ")");
+    TrainConfig first = cfg;
+    first.checkpoint_path = dir.file("bart.ckpt");
+    std::filesystem::remove(first.checkpoint_path);
+    first.stop_after = stop;
+    Rng r1(9), r2(10);
+    auto p1 = Seq2SeqPrefix<float>::create(pc, c, r1);
+    (void)train_bart_prefix(m, p1, train, valid, first);
+    TrainConfig rest = first;
+    rest.stop_after = 0, rest.resume = true;
+    auto p2 = Seq2SeqPrefix<float>::create(pc, c, r2);  // other initial values: all must come from the checkpoint
+    const auto r = train_bart_prefix(m, p2, train, valid, rest);
+    CHECK(r.best_step == straight.best_step);
+    CHECK(r.best_valid_loss == straight.best_valid_loss);
+    for (const auto& [a, b] : {std::pair{&r.best_tables.encoder, &straight.best_tables.encoder},
+                               std::pair{&r.best_tables.decoder, &straight.best_tables.decoder},
+                               std::pair{&r.best_tables.cross, &straight.best_tables.cross}}) {
+      REQUIRE(a->table.defined());
+      CHECK(a->table.value().to_vector() == b->table.value().to_vector());
+    }
+  }
+}
+
 TEST_CASE("train_bart_prefix: label_smoothing smooths the training loss only, validation stays the plain NLL") {
   const BartConfig c = tiny_bart();
   Rng rng(8);

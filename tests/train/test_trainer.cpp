@@ -1,15 +1,22 @@
 // SPDX-License-Identifier: MIT
 // The prefix-tuning loop on a tiny random GPT-2 and a synthetic copy task: the training loss falls, validation
-// keeps the best prefix, an interrupted run resumed from its checkpoint ends bit-identical to an uninterrupted one.
+// keeps the best prefix, an interrupted run resumed from its checkpoint ends bit-identical to an uninterrupted one
+// (weights, and with validation the best step, loss and prefix file, for every prefix method and fine-tuning).
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <limits>
 #include <numeric>
 
 #include "prefixtune/models/gpt2_io.hpp"
+#include "prefixtune/prefix/embedding_prefix.hpp"
+#include "prefixtune/prefix/prefix_io.hpp"
+#include "prefixtune/train/finetune.hpp"
 #include "prefixtune/train/trainer.hpp"
 #include "test_util.hpp"
 #include "train/train_fixture.hpp"
@@ -25,6 +32,54 @@ namespace {
 double mean(const std::vector<double>& v, std::size_t b, std::size_t e) {
   return std::accumulate(v.begin() + static_cast<std::ptrdiff_t>(b), v.begin() + static_cast<std::ptrdiff_t>(e), 0.0) /
          static_cast<double>(e - b);
+}
+
+std::string file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  REQUIRE(in.good());
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// Runs `make(seed)`'s method without interruption, then interrupted after each of `stops` (the checkpoint of that
+// step on disk, as a kill leaves it) and resumed on a method made from another seed: the resumed run reports the
+// same best step and loss and writes a byte-identical best prefix. Returns how many stops came after the best step
+// (there the best is known only from the checkpoint).
+template <class Make>
+int check_resume_keeps_best(const Setup& s, Make make, const std::string& what, std::vector<std::int64_t> stops) {
+  TempDir dir;
+  TrainConfig cfg;
+  cfg.epochs = 3, cfg.batch_size = 4, cfg.lr = 3e-2, cfg.eval_every = 3, cfg.checkpoint_every = 5;
+  auto m0 = make(1);
+  const auto straight = train_prefix(s.model, m0, s.train, s.valid, cfg);
+  REQUIRE(straight.steps == 30);
+  REQUIRE(straight.best_step > 0);
+  save_prefix(dir.file("straight.safetensors"), straight.best_prefix, s.model.config);
+  const std::string expected = file_bytes(dir.file("straight.safetensors"));
+  stops.push_back(straight.best_step);  // killed right after the best validation: every later one is worse
+  stops.push_back(straight.steps);      // a checkpoint at the final step
+  int after_best = 0;
+  for (const std::int64_t stop : stops) {
+    INFO(what, ": stopped after step ", stop, " (uninterrupted best at step ", straight.best_step, ")");
+    TrainConfig first = cfg;
+    first.checkpoint_path = dir.file("run.ckpt");
+    std::filesystem::remove(first.checkpoint_path);
+    first.stop_after = stop;
+    auto m1 = make(1);
+    REQUIRE(train_prefix(s.model, m1, s.train, s.valid, first).steps == stop);
+    TrainConfig rest = first;
+    rest.stop_after = 0;
+    rest.resume = true;
+    auto m2 = make(999);  // other initial values: everything must come from the checkpoint
+    const auto r = train_prefix(s.model, m2, s.train, s.valid, rest);
+    CHECK(r.steps == straight.steps);
+    CHECK(r.best_step == straight.best_step);
+    CHECK(r.best_valid_loss == straight.best_valid_loss);
+    REQUIRE(r.best_prefix.table.defined());
+    save_prefix(dir.file("resumed.safetensors"), r.best_prefix, s.model.config);
+    CHECK(file_bytes(dir.file("resumed.safetensors")) == expected);
+    after_best += stop >= straight.best_step ? 1 : 0;
+  }
+  return after_best;
 }
 
 }  // namespace
@@ -161,6 +216,89 @@ TEST_CASE("first_nonfinite_grad names the first parameter whose gradient is NaN 
   CHECK(detail::first_nonfinite_grad(std::vector<Var<float>>{a, b}) == "?");
 }
 
+TEST_CASE("a run resumed at any step keeps the uninterrupted run's best validated prefix, byte for byte") {
+  const Setup s;
+  const std::vector<std::int64_t> stops = {1, 4, 6, 17, 29};
+  CHECK(check_resume_keeps_best(
+            s, [&](std::uint64_t seed) { return s.fresh_encoder(seed); }, "MLP", stops) >= 2);
+  PrefixConfig infix = s.pc;
+  infix.placement = Placement::Infix;
+  check_resume_keeps_best(s,
+                          [&](std::uint64_t seed) {
+                            Rng rng(seed);
+                            return PrefixEncoder<float>::create(infix, s.model.config, rng);
+                          },
+                          "infix MLP", {9});
+  check_resume_keeps_best(s,
+                          [&](std::uint64_t seed) {
+                            Rng rng(seed);
+                            return DirectPrefix<float>::random_normal(3, s.model.config, rng);
+                          },
+                          "direct", {9});
+  check_resume_keeps_best(s,
+                          [&](std::uint64_t seed) {
+                            Rng rng(seed);
+                            return EmbeddingPrefix<float>::create(s.pc, s.model.config, rng, true, 0.5);
+                          },
+                          "embedding-only", {9});
+}
+
+TEST_CASE("fine-tuning resumed at any step reports the uninterrupted run's best validation step and loss") {
+  const Setup s;
+  TempDir dir;
+  TrainConfig cfg;
+  cfg.epochs = 2, cfg.batch_size = 4, cfg.lr = 3e-3, cfg.eval_every = 3, cfg.checkpoint_every = 5;
+  Gpt2<float> m0 = to_device<Cpu>(s.model);
+  const auto straight = fine_tune(m0, s.train, s.valid, cfg, 1);
+  REQUIRE(straight.best_step > 0);
+  for (const std::int64_t stop : {straight.best_step, std::int64_t{7}, straight.steps}) {
+    INFO("stopped after step ", stop);
+    TrainConfig first = cfg;
+    first.checkpoint_path = dir.file("ft.ckpt");
+    std::filesystem::remove(first.checkpoint_path);
+    first.stop_after = stop;
+    Gpt2<float> m1 = to_device<Cpu>(s.model);
+    (void)fine_tune(m1, s.train, s.valid, first, 1);
+    TrainConfig rest = first;
+    rest.stop_after = 0, rest.resume = true;
+    const auto r = fine_tune(m1, s.train, s.valid, rest, 1);
+    CHECK(r.best_step == straight.best_step);
+    CHECK(r.best_valid_loss == straight.best_valid_loss);
+    CHECK(m1.h[1].attn_w.to_vector() == m0.h[1].attn_w.to_vector());
+  }
+}
+
+TEST_CASE(
+    "checkpoints without the best-validation state are refused with a message; validating runs resume only "
+    "validated checkpoints") {
+  const Setup s;
+  TempDir dir;
+  TrainConfig cfg;
+  cfg.epochs = 1, cfg.batch_size = 4, cfg.lr = 1e-2, cfg.eval_every = 3;
+  cfg.checkpoint_path = dir.file("plain.ckpt");
+  cfg.stop_after = 4;
+  auto enc = s.fresh_encoder(1);
+  (void)train_prefix(s.model, enc, s.train, {}, cfg);  // no validation
+  cfg.stop_after = 0, cfg.resume = true;
+  auto again = s.fresh_encoder(1);
+  CHECK(error_of([&] {
+          (void)train_prefix(s.model, again, s.train, s.valid, cfg);
+        }).find("checkpoint of a run without validation") != std::string::npos);
+  CHECK(train_prefix(s.model, again, s.train, {}, cfg).steps == 10);  // the same run without validation resumes
+
+  // An older checkpoint (the metadata before the best state was stored) is refused, naming what it lacks.
+  const SafeTensorsFile f = SafeTensorsFile::open(cfg.checkpoint_path);
+  SafeTensorsWriter old;
+  for (const auto& name : f.names()) old.add(name, f.load<float>(name), DType::F32);
+  for (const auto& [k, v] : f.metadata())
+    if (k == "format" || k == "step" || k == "seed") old.add_metadata(k, v);
+  old.write(dir.file("old.ckpt"));
+  cfg.checkpoint_path = dir.file("old.ckpt");
+  const std::string e = error_of([&] { (void)train_prefix(s.model, again, s.train, {}, cfg); });
+  CHECK(e.find("older prefixtune without the best-validation state") != std::string::npos);
+  CHECK(e.find(dir.file("old.ckpt")) != std::string::npos);
+}
+
 TEST_CASE("a checkpoint with a wrong format or step is refused, naming the file, before anything is changed") {
   const Setup s;
   TempDir dir;
@@ -183,7 +321,31 @@ TEST_CASE("a checkpoint with a wrong format or step is refused, naming the file,
        "metadata 'step' must be a non-negative integer, got '12abc'"},
       {{{"format", "prefixtune.checkpoint"}, {"seed", "42"}, {"step", "-1"}}, "got '-1'"},
       {{{"format", "prefixtune.checkpoint"}, {"seed", "42"}, {"step", "99999999999999999999"}}, "got '9999"},
-      {{{"format", "prefixtune.checkpoint"}, {"seed", "42"}, {"step", "5"}}, "no tensor named"},
+      {{{"format", "prefixtune.checkpoint"}, {"seed", "42"}, {"step", "5"}}, "older prefixtune"},
+      {{{"format", "prefixtune.checkpoint"},
+        {"seed", "42"},
+        {"step", "5"},
+        {"validated", "1"},
+        {"best_step", "6"},
+        {"best_valid_loss", "1.5"},
+        {"best_tensors", "1"}},
+       "best_step 6 / best_valid_loss 1.5 do not describe a validation at or before step 5"},
+      {{{"format", "prefixtune.checkpoint"},
+        {"seed", "42"},
+        {"step", "5"},
+        {"validated", "1"},
+        {"best_step", "-1"},
+        {"best_valid_loss", "nan"},
+        {"best_tensors", "0"}},
+       "'best_valid_loss' must be a number, got 'nan'"},
+      {{{"format", "prefixtune.checkpoint"},
+        {"seed", "42"},
+        {"step", "5"},
+        {"validated", "1"},
+        {"best_step", "-1"},
+        {"best_valid_loss", "inf"},
+        {"best_tensors", "0"}},
+       "no tensor named"},
   };
   for (std::size_t i = 0; i < cases.size(); ++i) {
     CAPTURE(i);

@@ -565,7 +565,9 @@ class SafeTensorsWriter {
       const std::uint64_t bytes = static_cast<std::uint64_t>(numel_of(e->tensor)) * dtype_size(e->dtype);
       nlohmann::ordered_json entry = nlohmann::ordered_json::object();
       entry["dtype"] = dtype_name(e->dtype);
-      const Shape& s = std::visit([](const auto& x) -> const Shape& { return x.shape(); }, e->tensor);
+      // A copy, not a reference: g++ 13 (-Wdangling-reference) flags a reference bound to what a visit of a
+      // temporary lambda returns.
+      const Shape s = std::visit([](const auto& x) { return x.shape(); }, e->tensor);
       entry["shape"] = std::vector<std::int64_t>(s.begin(), s.end());
       entry["data_offsets"] = {offset, offset + bytes};
       header[e->name] = std::move(entry);

@@ -158,6 +158,9 @@ Seq2SeqTrainResult<T, Device> train_bart_prefix(const Bart<T, Device>& model, Se
   if (!valid.empty())
     hooks.validate = [&] { return evaluate_bart_prefix(model, prefix.merged(), valid, cfg.batch_size); };
   hooks.keep_best = [&] { best = prefix.merged(); };
+  hooks.best_vars = [&] {
+    return std::vector<Var<T, Device>>{best.encoder.table, best.decoder.table, best.cross.table};
+  };
   Seq2SeqTrainResult<T, Device> result;
   static_cast<TrainResult<T, Device>&>(result) = detail::train_loop(hooks, train, cfg, on_progress);
   result.best_tables = best;

@@ -198,46 +198,122 @@ std::string first_nonfinite_grad(const std::vector<Var<T, Device>>& params) {
 
 inline const char* kCheckpointFormat = "prefixtune.checkpoint";
 
+/// What a checkpoint holds beside the weights and the optimizer: the step, the seed, and the best validation so far
+/// (best_step -1: none yet), whose kept tensors (the best merged prefix) are stored as "best.<i>".
+struct CheckpointBest {
+  std::int64_t step = -1;
+  double valid_loss = std::numeric_limits<double>::infinity();
+  bool validated = false;  // the run that wrote the checkpoint validated
+};
+
+/// A double written so that reading it back gives the same bits (shortest round-trip form; "inf" for none).
+inline std::string exact_double(double v) {
+  char buf[64];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  PREFIXTUNE_CHECK(ec == std::errc(), "checkpoint: cannot write ", v);
+  return std::string(buf, end);
+}
+
 template <class T, class Device>
 void save_checkpoint(const std::string& path, const std::vector<Var<T, Device>>& params, const AdamW<T, Device>& opt,
-                     std::int64_t step, std::uint64_t seed) {
+                     std::int64_t step, std::uint64_t seed, const CheckpointBest& best = {},
+                     const std::vector<Var<T, Device>>& best_vars = {}) {
   SafeTensorsWriter w;
   constexpr DType dtype = std::is_same_v<T, double> ? DType::F64 : DType::F32;
   for (const auto& p : params) w.add(p.name(), p.value().template to<Cpu>(), dtype);
   opt.save_state(w, "optim.");
+  for (std::size_t i = 0; i < best_vars.size(); ++i)
+    w.add("best." + std::to_string(i), best_vars[i].value().template to<Cpu>(), dtype);
   w.add_metadata("format", kCheckpointFormat);
   w.add_metadata("step", std::to_string(step));
   w.add_metadata("seed", std::to_string(seed));
+  w.add_metadata("validated", best.validated ? "1" : "0");
+  w.add_metadata("best_step", std::to_string(best.step));
+  w.add_metadata("best_valid_loss", exact_double(best.valid_loss));
+  w.add_metadata("best_tensors", std::to_string(best_vars.size()));
   w.write(path);
 }
 
-/// Loads the trained weights and the optimizer state into the given (same-shaped) objects; returns the step.
+/// The result of load_checkpoint: the step reached and the best validation state saved with it.
+struct LoadedCheckpoint {
+  std::int64_t step = 0;
+  CheckpointBest best;
+  std::int64_t best_tensors = 0;  // how many "best.<i>" tensors the file holds
+};
+
+/// Loads the trained weights and the optimizer state into the given (same-shaped) objects; returns the step and
+/// the best validation state (its tensors are read by load_checkpoint_best). Every tensor is read and checked
+/// before anything is changed.
 template <class T, class Device>
-std::int64_t load_checkpoint(const std::string& path, const std::vector<Var<T, Device>>& params, AdamW<T, Device>& opt,
-                             std::uint64_t seed) {
-  const SafeTensorsFile f = SafeTensorsFile::open(path);
+LoadedCheckpoint load_checkpoint(const SafeTensorsFile& f, const std::string& path,
+                                 const std::vector<Var<T, Device>>& params, AdamW<T, Device>& opt, std::uint64_t seed) {
   const auto& meta = f.metadata();
   auto get = [&](const std::string& key) {
     const auto it = meta.find(key);
     PREFIXTUNE_CHECK(it != meta.end(), path, ": not a prefixtune training checkpoint (no '", key, "' metadata)");
     return it->second;
   };
+  auto get_int = [&](const std::string& key, std::int64_t min) {
+    const std::string text = get(key);
+    std::int64_t value = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    PREFIXTUNE_CHECK(ec == std::errc() && end == text.data() + text.size() && value >= min, path,
+                     ": checkpoint metadata '", key, "' must be ",
+                     min == 0 ? "a non-negative integer" : "an integer >= -1", ", got '", text, "'");
+    return value;
+  };
   PREFIXTUNE_CHECK(get("format") == kCheckpointFormat, path, ": not a prefixtune training checkpoint");
   PREFIXTUNE_CHECK(get("seed") == std::to_string(seed), path, ": checkpoint was made with seed ", get("seed"),
                    ", this run uses ", seed, " (resuming would not reproduce the run)");
-  const std::string step = get("step");
-  std::int64_t step_value = 0;
-  const auto [end, ec] = std::from_chars(step.data(), step.data() + step.size(), step_value);
-  PREFIXTUNE_CHECK(ec == std::errc() && end == step.data() + step.size() && step_value >= 0, path,
-                   ": checkpoint metadata 'step' must be a non-negative integer, got '", step, "'");
-  std::vector<Tensor<T, Cpu>> values;  // every weight read and checked before anything is changed
+  LoadedCheckpoint out;
+  out.step = get_int("step", 0);
+  PREFIXTUNE_CHECK(meta.count("best_step") != 0, path,
+                   ": checkpoint from an older prefixtune without the best-validation state (best_step, "
+                   "best_valid_loss and the best prefix); a resumed run could not keep the uninterrupted run's best "
+                   "prefix. Start the run afresh (remove the checkpoint or drop --resume)");
+  out.best.step = get_int("best_step", -1);
+  out.best_tensors = get_int("best_tensors", 0);
+  const std::string validated = get("validated");
+  PREFIXTUNE_CHECK(validated == "0" || validated == "1", path,
+                   ": checkpoint metadata 'validated' must be 0 or 1, got '", validated, "'");
+  out.best.validated = validated == "1";
+  const std::string loss = get("best_valid_loss");
+  const auto [end, ec] = std::from_chars(loss.data(), loss.data() + loss.size(), out.best.valid_loss);
+  PREFIXTUNE_CHECK(ec == std::errc() && end == loss.data() + loss.size() && !std::isnan(out.best.valid_loss), path,
+                   ": checkpoint metadata 'best_valid_loss' must be a number, got '", loss, "'");
+  PREFIXTUNE_CHECK((out.best.step >= 0) == std::isfinite(out.best.valid_loss) && out.best.step <= out.step, path,
+                   ": checkpoint metadata best_step ", out.best.step, " / best_valid_loss ", loss,
+                   " do not describe a validation at or before step ", out.step);
+  std::vector<Tensor<T, Cpu>> values;
   for (const auto& p : params) values.push_back(f.load<T>(p.name(), p.shape(), true));
   opt.load_state(f, "optim.");
   for (std::size_t i = 0; i < params.size(); ++i) {
     Tensor<T, Device> value = params[i].value();
     value.copy_from(values[i]);
   }
-  return step_value;
+  return out;
+}
+
+/// load_checkpoint from a path; returns the step.
+template <class T, class Device>
+std::int64_t load_checkpoint(const std::string& path, const std::vector<Var<T, Device>>& params, AdamW<T, Device>& opt,
+                             std::uint64_t seed) {
+  return load_checkpoint(SafeTensorsFile::open(path), path, params, opt, seed).step;
+}
+
+/// Copies the checkpoint's "best.<i>" tensors into best_vars (same count and shapes, else an Error naming them).
+template <class T, class Device>
+void load_checkpoint_best(const SafeTensorsFile& f, const std::string& path, std::int64_t stored,
+                          const std::vector<Var<T, Device>>& best_vars) {
+  PREFIXTUNE_CHECK(stored == static_cast<std::int64_t>(best_vars.size()), path, ": checkpoint holds ", stored,
+                   " best-prefix tensors, this trainer keeps ", best_vars.size(), " (a checkpoint of another method?)");
+  std::vector<Tensor<T, Cpu>> values;
+  for (std::size_t i = 0; i < best_vars.size(); ++i)
+    values.push_back(f.load<T>("best." + std::to_string(i), best_vars[i].shape(), true));
+  for (std::size_t i = 0; i < best_vars.size(); ++i) {
+    Tensor<T, Device> value = best_vars[i].value();
+    value.copy_from(values[i]);
+  }
 }
 
 }  // namespace detail
@@ -253,7 +329,10 @@ struct TrainHooks {
   std::function<Var<T, Device>(Tape<T, Device>&, const Batch&, Rng& dropout_rng)> loss;  // of one batch
   std::function<double()> validate;  // the validation loss, or empty (no validation set)
   std::function<void()> keep_best;   // after a validation that improved (or once at the end without one)
-  bool smooths_labels = false;       // loss applies TrainConfig::label_smoothing (else a non-zero one is refused)
+  // The tensors keep_best keeps (e.g. the merged prefix), stored in checkpoints so that a resumed run keeps the
+  // uninterrupted run's best; empty or unset: only the best loss and step are stored (fine-tuning).
+  std::function<std::vector<Var<T, Device>>()> best_vars;
+  bool smooths_labels = false;  // loss applies TrainConfig::label_smoothing (else a non-zero one is refused)
 };
 
 /// The training loop every trainer shares: epochs of seeded shuffled batches, AdamW with linear warmup/decay,
@@ -277,8 +356,22 @@ TrainResult<T, Device> train_loop(const TrainHooks<T, Device, Batch>& hooks, con
   TrainResult<T, Device> result;
   std::int64_t step = 0;
   if (!cfg.checkpoint_path.empty()) remove_stale_temp_files(cfg.checkpoint_path);  // left by a killed run
-  if (cfg.resume && !cfg.checkpoint_path.empty() && std::filesystem::exists(cfg.checkpoint_path))
-    step = load_checkpoint(cfg.checkpoint_path, hooks.params, opt, cfg.seed);
+  const bool validates = static_cast<bool>(hooks.validate);
+  auto kept = [&] { return validates && hooks.best_vars ? hooks.best_vars() : std::vector<Var<T, Device>>(); };
+  if (cfg.resume && !cfg.checkpoint_path.empty() && std::filesystem::exists(cfg.checkpoint_path)) {
+    const SafeTensorsFile f = SafeTensorsFile::open(cfg.checkpoint_path);
+    const LoadedCheckpoint loaded = load_checkpoint(f, cfg.checkpoint_path, hooks.params, opt, cfg.seed);
+    step = loaded.step;
+    PREFIXTUNE_CHECK(!validates || loaded.best.validated || step == 0, cfg.checkpoint_path,
+                     ": checkpoint of a run without validation; this run validates, and the best prefix of its first ",
+                     step, " steps is unknown (resume without validation, or start afresh)");
+    if (validates && loaded.best.step >= 0) {  // the best so far, as the uninterrupted run has it at this step
+      result.best_valid_loss = loaded.best.valid_loss;
+      result.best_step = loaded.best.step;
+      if (hooks.keep_best) hooks.keep_best();  // shapes the kept state from the loaded weights, then overwritten
+      load_checkpoint_best(f, cfg.checkpoint_path, loaded.best_tensors, kept());
+    }
+  }
   const std::int64_t eval_every = cfg.eval_every > 0 ? cfg.eval_every : per_epoch;
   const std::int64_t ckpt_every = cfg.checkpoint_every > 0 ? cfg.checkpoint_every : per_epoch;
   std::vector<std::size_t> order;
@@ -337,7 +430,9 @@ TrainResult<T, Device> train_loop(const TrainHooks<T, Device, Batch>& hooks, con
       }
     }
     if (!cfg.checkpoint_path.empty() && (step % ckpt_every == 0 || step == total || step == cfg.stop_after))
-      save_checkpoint(cfg.checkpoint_path, hooks.params, opt, step, cfg.seed);
+      save_checkpoint(cfg.checkpoint_path, hooks.params, opt, step, cfg.seed,
+                      CheckpointBest{result.best_step, result.best_valid_loss, validates},
+                      result.best_step >= 0 ? kept() : std::vector<Var<T, Device>>());
     if (on_progress) on_progress(progress);
   }
   result.steps = step;
@@ -378,6 +473,7 @@ TrainResult<T, Device> train_prefix(const Gpt2<T, Device>& model, Method& method
   if (!valid.empty())
     hooks.validate = [&] { return evaluate_prefix(model, method.merged(model), valid, cfg.batch_size); };
   hooks.keep_best = [&] { best = method.merged(model); };
+  hooks.best_vars = [&] { return std::vector<Var<T, Device>>{best.table}; };
   result = detail::train_loop(hooks, train, cfg, on_progress);
   result.best_prefix = best;
   return result;
