@@ -58,7 +58,9 @@ inline std::string exact_double_string(double x) {
 ///   p *= 1 - lr * weight_decay;  m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2;
 ///   p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps).
 /// Parameters with an undefined gradient are skipped (their m, v and t stay as they are), like PyTorch's
-/// `p.grad is None`. Element math runs in T (the parameter's precision); the scalars are computed in double.
+/// `p.grad is None`. The scalars are computed in double (Python's float math) and rounded to T once; the element
+/// math runs in T with torch's operations, roundings and fused multiply-adds (detail::AdamWStep), so float and
+/// double results are bit-identical to torch 1.13's on its AVX2 CPU kernels (tests/train/test_optim.cpp).
 template <class T, class Device = Cpu>
 class AdamW {
  public:
@@ -172,7 +174,7 @@ class AdamW {
     for (std::size_t i = 0; i < params_.size(); ++i) {
       const Var<T, Device>& p = params_[i];
       const std::string key = prefix + std::to_string(i) + ".";
-      const std::string& saved_name = get(std::to_string(i) + ".name");
+      const std::string saved_name = get(std::to_string(i) + ".name");  // a copy (g++ 13 -Wdangling-reference)
       PREFIXTUNE_CHECK(saved_name == p.name(), "AdamW::load_state: ", detail::describe_parameter(i, p), " is named '",
                        saved_name, "' in ", f.path());
       const auto load_moment = [&](const std::string& which) {
