@@ -1,17 +1,23 @@
 // SPDX-License-Identifier: MIT
 // Generation: KV-cache decoding against the full (training-path) forward at every step, batches mixing prefixes
-// and prompt lengths against each row alone, beam search against a brute-force search on a tiny vocabulary,
-// sampling semantics and reproducibility, and the errors bad requests get.
+// and prompt lengths against each row alone, beam search against a brute-force search on a tiny vocabulary and
+// against an independent reference of HuggingFace's rules (reference/beam_reference.hpp), sampling semantics and
+// reproducibility, and the errors bad requests get.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
+#include <initializer_list>
+#include <limits>
 #include <map>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "prefixtune/prefixtune.hpp"
+#include "reference/beam_reference.hpp"
 #include "test_util.hpp"
 
 using namespace prefixtune;
@@ -132,39 +138,140 @@ TEST_CASE("a batch mixing prefixes and prompt lengths gives every row what it gi
 
 namespace {
 
-struct Best {
-  double score = -std::numeric_limits<double>::infinity();
+// Next-token log-probabilities as beam search sees them, computed naively: banned ids and (before min_new_tokens
+// new tokens) the end token at -inf, then log-softmax in double.
+std::vector<double> processed_log_probs(std::vector<double> z, const GenerateConfig& cfg, std::size_t generated) {
+  const double inf = std::numeric_limits<double>::infinity();
+  for (auto id : cfg.ban_ids) z[static_cast<std::size_t>(id)] = -inf;
+  if (static_cast<std::int64_t>(generated) < cfg.min_new_tokens) z[static_cast<std::size_t>(cfg.eos_id)] = -inf;
+  double mx = -inf, sum = 0;
+  for (double x : z) mx = std::max(mx, x);
+  for (double x : z) sum += std::exp(x - mx);
+  for (double& x : z) x -= mx + std::log(sum);
+  return z;
+}
+
+// A sequence a search can return: stopped at the end token (not stored) or cut at max_new_tokens.
+struct Complete {
   std::vector<std::int32_t> ids;
+  bool ended = false;
+  double sum = 0;  // summed log-probabilities, the end token's included
 };
 
-// Every continuation of prompt up to cfg.max_new_tokens, scored as beam search scores hypotheses (full forward
-// for the log-probabilities, processed by the same bans and minimum length).
-void brute_force(const Gpt2<float>& m, const Tensor<float>& table, std::int64_t offset, std::vector<std::int32_t>& seq,
-                 std::size_t prompt_len, double sum, const GenerateConfig& cfg, Best& best) {
-  const auto generated = static_cast<std::int64_t>(seq.size() - prompt_len);
-  auto logits = full_forward_last(m, seq, table, offset);
-  detail::process_logits(logits.data(), cfg, generated);
-  std::vector<double> logp;
-  detail::log_softmax_row(logits.data(), static_cast<std::int64_t>(logits.size()), logp);
-  auto norm = [&](std::int64_t len) { return std::pow(double(std::max<std::int64_t>(len, 1)), cfg.length_penalty); };
+// HuggingFace's hypothesis score: sum / length^length_penalty, the length counting the new tokens and the end token.
+double hypothesis_score(const Complete& c, double length_penalty) {
+  return c.sum / std::pow(static_cast<double>(c.ids.size() + (c.ended ? 1 : 0)), length_penalty);
+}
+
+// Every sequence a search can return, by brute force over the step function.
+void enumerate_sequences(const reference::StepFn& step, const GenerateConfig& cfg, std::vector<std::int32_t>& ids,
+                         double sum, std::vector<Complete>& out) {
+  const std::vector<double> logp = step(ids);
   for (std::size_t v = 0; v < logp.size(); ++v) {
     if (!std::isfinite(logp[v])) continue;
-    const double s = sum + logp[v];
-    if (static_cast<std::int32_t>(v) == cfg.eos_id) {
-      const double score = s / norm(generated);
-      if (score > best.score) best = Best{score, {seq.begin() + static_cast<std::ptrdiff_t>(prompt_len), seq.end()}};
+    const auto token = static_cast<std::int32_t>(v);
+    if (token == cfg.eos_id) {
+      out.push_back(Complete{ids, true, sum + logp[v]});
       continue;
     }
-    seq.push_back(static_cast<std::int32_t>(v));
-    if (generated + 1 == cfg.max_new_tokens) {
-      const double score = s / norm(generated + 1);
-      if (score > best.score) best = Best{score, {seq.begin() + static_cast<std::ptrdiff_t>(prompt_len), seq.end()}};
-    } else {
-      brute_force(m, table, offset, seq, prompt_len, s, cfg, best);
-    }
-    seq.pop_back();
+    ids.push_back(token);
+    if (static_cast<std::int64_t>(ids.size()) == cfg.max_new_tokens)
+      out.push_back(Complete{ids, false, sum + logp[v]});
+    else
+      enumerate_sequences(step, cfg, ids, sum + logp[v], out);
+    ids.pop_back();
   }
 }
+
+struct Exhaustive {
+  std::vector<Complete> all;
+  Exhaustive(const reference::StepFn& step, const GenerateConfig& cfg) {
+    std::vector<std::int32_t> ids;
+    enumerate_sequences(step, cfg, ids, 0.0, all);
+  }
+  const Complete& best(double length_penalty) const {
+    const Complete* b = &all.front();
+    for (const auto& c : all)
+      if (hypothesis_score(c, length_penalty) > hypothesis_score(*b, length_penalty)) b = &c;
+    return *b;
+  }
+  const Complete* find(const std::vector<std::int32_t>& ids, bool ended) const {
+    for (const auto& c : all)
+      if (c.ids == ids && c.ended == ended) return &c;
+    return nullptr;
+  }
+};
+
+// The step function of one GPT-2 request through the full training-path forward (memoized).
+reference::StepFn gpt2_step(const Gpt2<float>& m, const Tensor<float>& table, std::int64_t offset,
+                            const std::vector<std::int32_t>& prompt, const GenerateConfig& cfg) {
+  auto memo = std::make_shared<std::map<std::vector<std::int32_t>, std::vector<double>>>();
+  return [&m, table, offset, prompt, cfg, memo](const std::vector<std::int32_t>& generated) {
+    auto it = memo->find(generated);
+    if (it != memo->end()) return it->second;
+    std::vector<std::int32_t> seq = prompt;
+    seq.insert(seq.end(), generated.begin(), generated.end());
+    const auto logits = full_forward_last(m, seq, table, offset);
+    return memo->emplace(generated, processed_log_probs({logits.begin(), logits.end()}, cfg, generated.size()))
+        .first->second;
+  };
+}
+
+reference::BeamOptions reference_options(const GenerateConfig& cfg) {
+  reference::BeamOptions o;
+  o.num_beams = static_cast<int>(cfg.num_beams), o.max_new_tokens = static_cast<int>(cfg.max_new_tokens);
+  o.eos_id = cfg.eos_id, o.length_penalty = cfg.length_penalty;
+  // our early_stopping = false is the exact bound (transformers' "never"), true is transformers' True
+  o.early_stopping = cfg.early_stopping ? reference::EarlyStopping::kTrue : reference::EarlyStopping::kNever;
+  return o;
+}
+
+// A toy language model for the beam search core alone: the logits after a sequence (prompt and generated tokens)
+// are a fixed pseudo-random function of (seed, sequence), N(0, 1.5^2), the end token's rising with the length so
+// that ended hypotheses of several lengths compete with each other and with the cut ones.
+std::vector<double> toy_logits(std::uint64_t seed, const std::vector<std::int32_t>& seq, std::int64_t V,
+                               std::int32_t eos) {
+  std::uint64_t h = 1469598103934665603ull ^ (seed * 0x9E3779B97F4A7C15ull);
+  for (auto t : seq) h = (h ^ static_cast<std::uint64_t>(t + 1)) * 1099511628211ull;
+  Rng rng(h);
+  std::vector<double> z(static_cast<std::size_t>(V));
+  for (auto& x : z) x = rng.normal(0.0, 1.5);
+  z[static_cast<std::size_t>(eos)] += 0.5 * static_cast<double>(seq.size()) - 2.0;
+  return z;
+}
+
+// The decoding engine interface of decode_loops.hpp over toy_logits: a slot holds its sequence, so a beam reading
+// the wrong slot (a bad copy_slot) sees other logits.
+class ToyEngine {
+ public:
+  using value_type = double;
+  ToyEngine(std::uint64_t seed, std::int64_t V, std::int32_t eos, std::vector<std::vector<std::int32_t>> prompts,
+            std::int64_t slots)
+      : seed_(seed), V_(V), eos_(eos), prompts_(std::move(prompts)), seq_(static_cast<std::size_t>(slots)) {}
+  const std::vector<std::int32_t>& start_tokens(std::int64_t i) const { return prompts_[static_cast<std::size_t>(i)]; }
+  void start(std::int64_t slot, std::int64_t) { seq_[static_cast<std::size_t>(slot)].clear(); }
+  Tensor<double> extend(const std::vector<std::int64_t>& slots, const std::vector<std::vector<std::int32_t>>& tokens) {
+    auto out = Tensor<double>::empty({static_cast<std::int64_t>(slots.size()), V_});
+    for (std::size_t r = 0; r < slots.size(); ++r) {
+      auto& s = seq_[static_cast<std::size_t>(slots[r])];
+      s.insert(s.end(), tokens[r].begin(), tokens[r].end());
+      const auto z = toy_logits(seed_, s, V_, eos_);
+      std::copy(z.begin(), z.end(), out.data() + static_cast<std::int64_t>(r) * V_);
+    }
+    return out;
+  }
+  void copy_slot(std::int64_t dst, std::int64_t src) {
+    seq_[static_cast<std::size_t>(dst)] = seq_[static_cast<std::size_t>(src)];
+  }
+  bool full(std::int64_t) const { return false; }
+
+ private:
+  std::uint64_t seed_;
+  std::int64_t V_;
+  std::int32_t eos_;
+  std::vector<std::vector<std::int32_t>> prompts_;
+  std::vector<std::vector<std::int32_t>> seq_;
+};
 
 }  // namespace
 
@@ -183,19 +290,131 @@ TEST_CASE("beam search with enough beams equals a brute-force search on a tiny v
     const auto got = generate(m, bank, reqs, cfg);
     for (std::size_t i = 0; i < reqs.size(); ++i) {
       CAPTURE(i);
-      Best best;
-      std::vector<std::int32_t> seq = reqs[i].prompt;
-      brute_force(m, reqs[i].prefix == kNoPrefix ? Tensor<float>() : table, bank.position_offset(reqs[i].prefix), seq,
-                  seq.size(), 0.0, cfg, best);
+      const Exhaustive all(gpt2_step(m, reqs[i].prefix == kNoPrefix ? Tensor<float>() : table,
+                                     bank.position_offset(reqs[i].prefix), reqs[i].prompt, cfg),
+                           cfg);
+      const Complete& best = all.best(lp);
       CHECK(got[i].ids == best.ids);
-      CHECK(got[i].score == doctest::Approx(best.score).epsilon(1e-5));
+      CHECK(got[i].ended == best.ended);
+      CHECK(got[i].score == doctest::Approx(hypothesis_score(best, lp)).epsilon(1e-5));
     }
   }
-  // Fewer beams: never better than the optimum, and with num_beams = 1 ... still a valid hypothesis.
-  GenerateConfig small;
-  small.max_new_tokens = 3, small.eos_id = 5, small.num_beams = 2;
-  const auto two = generate(m, bank, reqs, small);
-  for (const auto& g : two) CHECK(g.ids.size() <= 3);
+}
+
+namespace {
+
+// Each rule of HuggingFace's beam search must decide something in these cases, or the comparison proves little.
+struct BeamTally {
+  int pruned[5] = {};  // cases per num_beams whose result is below the exhaustive optimum
+  int eos_outside_top = 0, beams_past_rank = 0, done_early[2] = {}, finalized_best = 0, ended_best = 0;
+};
+
+// One request's beam search (got) against the reference, the exhaustive optimum and its own rescored sequence.
+void check_beam(const Generation& got, const reference::StepFn& step, const Exhaustive& all, const GenerateConfig& cfg,
+                double tol, BeamTally& tally) {
+  const double lp = cfg.length_penalty;
+  const auto ref = reference::reference_beam_search(step, reference_options(cfg));
+  CHECK(got.ids == ref.best.ids);
+  CHECK(got.ended == ref.best.ended);
+  CHECK(got.score == doctest::Approx(ref.best.score).epsilon(tol));
+  const double optimum = hypothesis_score(all.best(lp), lp);
+  CHECK(got.score <= optimum + tol * std::max(1.0, std::abs(optimum)));
+  const Complete* self = all.find(got.ids, got.ended);  // a sequence the model can produce, scored as it claims
+  CHECK(self != nullptr);
+  if (self != nullptr) CHECK(got.score == doctest::Approx(hypothesis_score(*self, lp)).epsilon(tol));
+  if (ref.best.score < optimum - 1e-9) ++tally.pruned[cfg.num_beams];
+  tally.eos_outside_top += ref.trace.eos_outside_top;
+  tally.beams_past_rank += ref.trace.beams_past_rank;
+  tally.done_early[cfg.early_stopping ? 1 : 0] += ref.trace.done_before_limit;
+  tally.finalized_best += !ref.best.ended;
+  tally.ended_best += ref.best.ended;
+}
+
+// 2, 3 and 4 beams, with and without early_stopping, at each length penalty: run(cfg) generates for the requests
+// of steps / all, and each result goes through check_beam.
+void sweep_beams(const GenerateConfig& base, std::initializer_list<double> length_penalties,
+                 const std::vector<reference::StepFn>& steps, const std::vector<Exhaustive>& all, double tol,
+                 BeamTally& tally, const std::function<std::vector<Generation>(const GenerateConfig&)>& run) {
+  for (const double lp : length_penalties) {
+    for (const std::int64_t nb : {2, 3, 4}) {
+      for (const bool early : {false, true}) {
+        CAPTURE(lp);
+        CAPTURE(nb);
+        CAPTURE(early);
+        GenerateConfig cfg = base;
+        cfg.num_beams = nb, cfg.length_penalty = lp, cfg.early_stopping = early;
+        const auto got = run(cfg);
+        REQUIRE(got.size() == steps.size());
+        for (std::size_t i = 0; i < got.size(); ++i) check_beam(got[i], steps[i], all[i], cfg, tol, tally);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE(
+    "beam search with 2-4 beams follows HuggingFace's rules (an independent reference) and never beats the optimum") {
+  BeamTally tally;
+  {  // the beam search core on a toy model, 40 seeds, a batch of two requests
+    const std::int64_t V = 6;
+    const std::int32_t eos = 5;
+    for (std::uint64_t seed = 1; seed <= 40; ++seed) {
+      CAPTURE(seed);
+      const std::vector<std::vector<std::int32_t>> prompts = {{static_cast<std::int32_t>(seed % 5), 1},
+                                                              {2, static_cast<std::int32_t>(seed % 3)}};
+      GenerateConfig base;
+      base.max_new_tokens = 5, base.eos_id = eos, base.min_new_tokens = seed % 4 == 0 ? 1 : 0;
+      std::vector<reference::StepFn> steps;
+      std::vector<Exhaustive> all;
+      for (const auto& prompt : prompts) {
+        steps.push_back([seed, prompt, base, V, eos](const std::vector<std::int32_t>& generated) {
+          std::vector<std::int32_t> seq = prompt;
+          seq.insert(seq.end(), generated.begin(), generated.end());
+          return processed_log_probs(toy_logits(seed, seq, V, eos), base, generated.size());
+        });
+        all.emplace_back(steps.back(), base);
+      }
+      sweep_beams(base, {1.0, 0.0, 2.0, -0.5}, steps, all, 1e-12, tally, [&](const GenerateConfig& cfg) {
+        ToyEngine engine(seed, V, eos, prompts, cfg.num_beams * static_cast<std::int64_t>(prompts.size()));
+        return detail::generate_beam(engine, {{prompts[0], kNoPrefix}, {prompts[1], kNoPrefix}}, cfg);
+      });
+    }
+  }
+  {  // GPT-2 through generate(), 3 models, a batch of a request with a prefix and one without
+    for (const std::uint64_t seed : {21, 22, 23}) {
+      CAPTURE(seed);
+      const auto m = tiny_model(6, 16, seed);
+      Rng rng(seed);
+      PrefixBank<float> bank(m.config);
+      const auto table = random_table(m.config, 2, rng);
+      bank.add(table);
+      const std::vector<GenerationRequest> reqs = {{{1, 3}, 0}, {{4, 0, 2}, kNoPrefix}};
+      GenerateConfig base;
+      base.max_new_tokens = 4, base.min_new_tokens = 1, base.eos_id = 5, base.ban_ids = {2};
+      std::vector<reference::StepFn> steps;
+      std::vector<Exhaustive> all;
+      for (const auto& r : reqs) {
+        steps.push_back(gpt2_step(m, r.prefix == kNoPrefix ? Tensor<float>() : table, bank.position_offset(r.prefix),
+                                  r.prompt, base));
+        all.emplace_back(steps.back(), base);
+      }
+      sweep_beams(base, {1.0, 2.0, -0.5}, steps, all, 1e-5, tally,
+                  [&](const GenerateConfig& cfg) { return generate(m, bank, reqs, cfg); });
+    }
+  }
+  MESSAGE("pruned below the optimum (2/3/4 beams): ", tally.pruned[2], "/", tally.pruned[3], "/", tally.pruned[4],
+          "; end tokens past rank num_beams: ", tally.eos_outside_top,
+          "; beams from rank >= num_beams: ", tally.beams_past_rank,
+          "; stopped before the limit (exact bound / early_stopping): ", tally.done_early[0], "/", tally.done_early[1],
+          "; best was cut / ended: ", tally.finalized_best, "/", tally.ended_best);
+  CHECK(tally.pruned[2] > 0);  // 2 beams lose the optimum somewhere: the comparison is not vacuous
+  CHECK(tally.eos_outside_top > 0);
+  CHECK(tally.beams_past_rank > 0);
+  CHECK(tally.done_early[0] > 0);
+  CHECK(tally.done_early[1] > 0);
+  CHECK(tally.finalized_best > 0);
+  CHECK(tally.ended_best > 0);
 }
 
 TEST_CASE(
@@ -228,28 +447,38 @@ TEST_CASE(
     CHECK(gp[i].ids == g[i].ids);
   }
 
-  // logits -> temperature 2 -> top-3 -> top-p 0.8 over a fixed row: the kept set and the renormalized frequencies
-  const std::vector<float> logits = {2.0f, 0.5f, 3.0f, -1.0f, 2.5f, 1.0f};
+  // HuggingFace's warpers in order over a fixed row: temperature 2, top-3, then top-p over the renormalized top 3
+  // (TopPLogitsWarper: the smallest set of most likely tokens whose probability reaches top_p, at least one token).
+  // z = logits / 2 = {0, 0.5, 1.75, -0.5, 0.75, -0.25}; top-3 = ids 2, 4, 1; their softmax: 0.6045, 0.2224, 0.1732,
+  // cumulative 0.6045, 0.8268, 1. At top_p = 0.72 that keeps ids 2 and 4. The other orders keep other sets:
+  // top-p before top-k (full tempered softmax 0.4834, 0.1778, 0.1385, ...: cumulative 0.7996 >= 0.72 at the third
+  // token) keeps 2, 4, 1; top-p over the un-tempered top 3 (0.8214, ...) or the un-tempered row (0.7831, ...) keeps 2.
+  const std::vector<float> logits = {0.0f, 1.0f, 3.5f, -1.0f, 1.5f, -0.5f};
   GenerateConfig w;
-  w.sample = true, w.temperature = 2.0, w.top_k = 3, w.top_p = 0.8;
-  // by hand: z = logits / 2, top-3 = ids 2 (1.5), 4 (1.25), 0 (1.0); softmax over those: 0.4007, 0.3120, 0.2430 ...
-  // cumulative 0.4007, 0.7127, 0.9557 -> top-p keeps 3 tokens (0.7127 < 0.8); renormalized = the same three
-  const double z[3] = {1.5, 1.25, 1.0};
-  double sum = 0;
-  for (double x : z) sum += std::exp(x);
-  std::map<std::int32_t, int> counts;
-  Rng rng(1);
+  w.sample = true, w.temperature = 2.0, w.top_k = 3;
   const int n = 40000;
-  for (int i = 0; i < n; ++i) ++counts[detail::sample_token(logits.data(), 6, w, rng)];
-  CHECK(counts.size() == 3);
-  CHECK(double(counts[2]) / n == doctest::Approx(std::exp(1.5) / sum).epsilon(0.03));
-  CHECK(double(counts[4]) / n == doctest::Approx(std::exp(1.25) / sum).epsilon(0.03));
-  CHECK(double(counts[0]) / n == doctest::Approx(std::exp(1.0) / sum).epsilon(0.03));
-  w.top_p = 0.7;  // now only ids 2 and 4 (0.4007 < 0.7 <= 0.7127)
-  counts.clear();
-  for (int i = 0; i < n; ++i) ++counts[detail::sample_token(logits.data(), 6, w, rng)];
-  CHECK(counts.size() == 2);
-  CHECK(double(counts[2]) / n == doctest::Approx(std::exp(1.5) / (std::exp(1.5) + std::exp(1.25))).epsilon(0.03));
+  Rng rng(1);
+  auto frequencies = [&](double top_p) {
+    w.top_p = top_p;
+    std::map<std::int32_t, double> f;
+    for (int i = 0; i < n; ++i) f[detail::sample_token(logits.data(), 6, w, rng)] += 1.0 / n;
+    return f;
+  };
+  auto kept = frequencies(0.72);
+  CHECK(kept.size() == 2);
+  CHECK(kept.count(2) == 1);
+  CHECK(kept.count(4) == 1);
+  CHECK(kept[2] == doctest::Approx(1.0 / (1.0 + std::exp(-1.0))).epsilon(0.03));  // e^1.75 / (e^1.75 + e^0.75)
+  CHECK(kept[4] == doctest::Approx(1.0 / (1.0 + std::exp(1.0))).epsilon(0.03));
+  kept = frequencies(0.9);  // 0.8268 < 0.9: the whole top 3, renormalized
+  const double sum = std::exp(1.75) + std::exp(0.75) + std::exp(0.5);
+  CHECK(kept.size() == 3);
+  CHECK(kept[2] == doctest::Approx(std::exp(1.75) / sum).epsilon(0.03));
+  CHECK(kept[4] == doctest::Approx(std::exp(0.75) / sum).epsilon(0.03));
+  CHECK(kept[1] == doctest::Approx(std::exp(0.5) / sum).epsilon(0.03));
+  kept = frequencies(0.6);  // below the top token's 0.6045: only it (min_tokens_to_keep = 1)
+  CHECK(kept.size() == 1);
+  CHECK(kept.count(2) == 1);
 }
 
 TEST_CASE("bans and the minimum length hold, and bad requests get errors that name them") {

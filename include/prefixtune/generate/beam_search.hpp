@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 // Beam search over batched requests (HuggingFace's BeamSearchScorer rules): each step takes the 2 * num_beams best
 // continuations of a request's beams; an end token among the first num_beams of them closes a hypothesis scored
-// sum log p / (generated tokens)^length_penalty, the others continue. A request stops when it holds num_beams
-// hypotheses and no running beam can beat the worst of them (an exact bound), or at once with early_stopping.
+// sum log p / (generated tokens, the end token included)^length_penalty, the others continue. A request stops when it
+// holds num_beams hypotheses and no running beam can beat the worst of them (an exact bound, transformers'
+// early_stopping="never"), or at once with early_stopping; at max_new_tokens its running beams become hypotheses.
 // Beams live in the decoding engine's cache slots (see decode_loops.hpp); a beam's first child keeps its parent's
 // slot, so only branching costs a copy.
 #pragma once
@@ -107,8 +108,8 @@ std::vector<Generation> generate_beam(Engine& engine, const std::vector<Generati
         const Cand& c = cands[rank];
         const Beam& parent = bs[static_cast<std::size_t>(c.beam)];
         if (c.token == cfg.eos_id) {
-          if (static_cast<std::int64_t>(rank) < nb)
-            h.add(c.score / beam_length_norm(cur, cfg.length_penalty), parent.ids, true);
+          if (static_cast<std::int64_t>(rank) < nb)  // the end token counts in the length (transformers >= 4.36)
+            h.add(c.score / beam_length_norm(cur + 1, cfg.length_penalty), parent.ids, true);
           continue;
         }
         Beam nbm{parent.ids, c.score, -1 - c.beam};  // slot decided below; remember the parent
@@ -121,7 +122,8 @@ std::vector<Generation> generate_beam(Engine& engine, const std::vector<Generati
       if (!done && h.full()) {
         if (cfg.early_stopping) {
           done = true;
-        } else {  // the best score any running beam can still reach (log-probabilities only lower the sum)
+        } else {  // the best score any running beam can still reach: log-probabilities only lower the sum, and
+                  // a later hypothesis is len to max_new_tokens long (an end token included)
           const double best = next.front().score;
           const std::int64_t reach = cfg.length_penalty > 0 && best < 0 ? cfg.max_new_tokens : len;
           done = h.worst() >= best / beam_length_norm(reach, cfg.length_penalty);
