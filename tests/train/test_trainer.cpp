@@ -289,7 +289,12 @@ TEST_CASE(
   // An older checkpoint (the metadata before the best state was stored) is refused, naming what it lacks.
   const SafeTensorsFile f = SafeTensorsFile::open(cfg.checkpoint_path);
   SafeTensorsWriter old;
-  for (const auto& name : f.names()) old.add(name, f.load<float>(name), DType::F32);
+  for (const auto& name : f.names()) {
+    if (f.info(name).dtype == DType::I64)
+      old.add(name, f.load<std::int64_t>(name), DType::I64);
+    else
+      old.add(name, f.load<float>(name), DType::F32);
+  }
   for (const auto& [k, v] : f.metadata())
     if (k == "format" || k == "step" || k == "seed") old.add_metadata(k, v);
   old.write(dir.file("old.ckpt"));
