@@ -2,11 +2,14 @@
 // Shared test helpers: random tensors, naive double-precision references, error-message capture.
 #pragma once
 
+#include <doctest/doctest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -110,13 +113,28 @@ inline void naive_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::in
     }
 }
 
-/// Largest |x - y| / (1 + |y|) over two equally long sequences.
+/// Largest |x - y| / (1 + |y|) over two equally long sequences (0 where x == y, equal infinities included).
+/// Sequences of different lengths, or a NaN difference (a NaN on either side, an infinity against another value),
+/// fail the calling test with a message naming them and give +infinity: neither a comparison of a prefix of the
+/// elements nor std::max's dropping of NaN can pass a `max_rel_diff(...) < tol` or `== 0.0`. Callers pass flat
+/// sequences (Tensor::to_vector()), so a shape mismatch shows as a length mismatch; compare shapes first where equal
+/// lengths could hide one.
 template <class X, class Y>
 double max_rel_diff(const X& x, const Y& y) {
+  if (x.size() != y.size()) {
+    FAIL_CHECK("max_rel_diff: the sequences have different lengths, " << x.size() << " and " << y.size());
+    return std::numeric_limits<double>::infinity();
+  }
   double m = 0;
-  for (std::size_t i = 0; i < x.size(); ++i)
-    m = std::max(m, std::abs(static_cast<double>(x[i]) - static_cast<double>(y[i])) /
-                        (1.0 + std::abs(static_cast<double>(y[i]))));
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double xi = static_cast<double>(x[i]), yi = static_cast<double>(y[i]);
+    const double d = xi == yi ? 0.0 : std::abs(xi - yi) / (1.0 + std::abs(yi));
+    if (std::isnan(d)) {
+      FAIL_CHECK("max_rel_diff: element " << i << " compares " << xi << " with " << yi);
+      return std::numeric_limits<double>::infinity();
+    }
+    m = std::max(m, d);
+  }
   return m;
 }
 

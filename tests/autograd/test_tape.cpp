@@ -3,6 +3,8 @@
 // trainable prefix: its prefix gradient (and, for full fine-tuning, a weight gradient) matches finite differences.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <type_traits>
 #include <vector>
 
@@ -219,23 +221,95 @@ TEST_CASE("nothing is recorded where nothing upstream requires grad") {
   CHECK(tape.size() == 1);
 }
 
-TEST_CASE("gradients accumulate across uses and across backward passes; zero_grad resets") {
+TEST_CASE("a Var used twice in one graph gets the sum of both uses' gradients (finite differences, exact 2x)") {
+  // Gradients a tape that overwrote instead of accumulating, or ran a node's backward before all of its uses
+  // had added theirs, would get wrong: x feeds gelu and an add, h = gelu(x) feeds a linear and an add, and
+  // add(x, x) uses x twice in one op. The loss has a random tied embedding (a constant one would give zero
+  // gradients, which every tape gets "right").
   Rng rng(7);
   auto x = Var<double>(random_tensor({2, 3}, rng), true, "x");
+  const auto w = random_tensor({3, 3}, rng);
+  const auto table = random_tensor({4, 3}, rng);
+  const auto targets = Tensor<std::int32_t>::from_vector({1, 2}, {1, 3});
+  const auto loss_of = [&](Tape<double>& tape, const Var<double>& z) {
+    return cross_entropy(tape, reshape(tape, z, Shape{1, 2, 3}), table, targets, Reduction::SumPerSequenceMeanBatch);
+  };
+  const auto forward = [&](Tape<double>& tape) {
+    auto h = gelu(tape, x);
+    auto y = add(tape, linear(tape, h, w, Tensor<double>()), h);
+    return loss_of(tape, add(tape, y, add(tape, x, x)));
+  };
+  {
+    Tape<double> tape;
+    tape.backward(forward(tape));
+  }
+  Tensor<double> xv = x.value();
+  const auto numeric = numeric_gradient(
+      [&] {
+        NoGradGuard ng;
+        Tape<double> t;
+        return forward(t).value().item();
+      },
+      xv);
+  const GradcheckResult r = compare_gradients(x.grad(), numeric);
+  double largest = 0;
+  for (double g : numeric.to_vector()) largest = std::max(largest, std::abs(g));
+  INFO("max relative error ", r.max_rel_error, " at ", r.worst_index, "; largest |d loss / dx| ", largest);
+  CHECK(largest > 0.1);  // a gradient of a size that a missing or overwritten use changes visibly
+  CHECK(r.ok(1e-7));
+
+  // add(x, x) alone: d loss / dx is exactly twice d loss / dz at z = x + x (z a leaf of the same value).
+  x.clear_grad();
+  std::vector<double> twice;
+  for (double v : test::as_double(x.value())) twice.push_back(v + v);
+  Var<double> z(Tensor<double>::from_vector({2, 3}, twice), true, "z");
+  {
+    Tape<double> tape;
+    tape.backward(loss_of(tape, add(tape, x, x)));
+  }
+  {
+    Tape<double> tape;
+    tape.backward(loss_of(tape, z));
+  }
+  const auto dz = z.grad().to_vector(), dx = x.grad().to_vector();
+  REQUIRE(dz.size() == dx.size());
+  for (std::size_t i = 0; i < dz.size(); ++i) CHECK(dx[i] == 2 * dz[i]);
+  CHECK(std::abs(dz[0]) > 0.01);
+}
+
+TEST_CASE("gradients accumulate across backward passes; zero_grad resets") {
+  Rng rng(7);
+  auto x = Var<double>(random_tensor({2, 3}, rng), true, "x");
+  const auto table = random_tensor({4, 3}, rng);
   auto run = [&] {
     Tape<double> tape;
-    auto y = add(tape, x, x);  // x used twice: dy/dx = 2
-    auto loss = cross_entropy(tape, reshape(tape, y, Shape{1, 2, 3}), Tensor<double>::full({4, 3}, 0.5),
-                              Tensor<std::int32_t>::full({1, 2}, 0), Reduction::SumPerSequenceMeanBatch);
+    auto loss = cross_entropy(tape, reshape(tape, gelu(tape, x), Shape{1, 2, 3}), table,
+                              Tensor<std::int32_t>::from_vector({1, 2}, {0, 2}), Reduction::SumPerSequenceMeanBatch);
     tape.backward(loss);
   };
   run();
   const auto g1 = x.grad().to_vector();
   run();
   const auto g2 = x.grad().to_vector();
-  for (std::size_t i = 0; i < g1.size(); ++i) CHECK(g2[i] == doctest::Approx(2 * g1[i]));
+  for (std::size_t i = 0; i < g1.size(); ++i) {
+    CHECK(g1[i] != 0.0);
+    CHECK(g2[i] == 2 * g1[i]);  // g + g: exact
+  }
   zero_grad(std::vector<Var<double>>{x});
   for (double v : x.grad().to_vector()) CHECK(v == 0.0);
+}
+
+// test::max_rel_diff, which most comparisons here and in the other areas go through, checked with the assertions
+// those write: each must fail (doctest::should_fail turns the failure into a pass, and a pass into a failure).
+TEST_CASE("test::max_rel_diff fails the calling test on sequences of different lengths (expected to fail)" *
+          doctest::should_fail()) {
+  // Unchecked, the first two elements alone would be compared, and pass.
+  CHECK(test::max_rel_diff(std::vector<double>{1, 2}, std::vector<double>{1, 2, 3}) < 1e-12);
+}
+
+TEST_CASE("test::max_rel_diff fails the calling test on a NaN (expected to fail)" * doctest::should_fail()) {
+  // std::max(m, NaN) keeps m: unchecked, the NaN would be dropped and this pass.
+  CHECK(test::max_rel_diff(std::vector<float>{1, std::nanf("")}, std::vector<double>{1, 2}) == 0.0);
 }
 
 TEST_CASE("dropout is deterministic per rng, identity under no-grad, and differentiable") {
