@@ -380,8 +380,8 @@ Seen infinite_gradient() {
 
 /// A checkpoint of the fixture's encoder (seed 42) with the metadata in meta replaced and, unless keep_tensors,
 /// its tensors dropped; loaded back with seed `seed`.
-Seen checkpoint_error(const std::map<std::string, std::string>& meta, bool keep_tensors = true,
-                      std::uint64_t seed = 42) {
+Seen checkpoint_error(const std::map<std::string, std::string>& meta, bool keep_tensors = true, std::uint64_t seed = 42,
+                      const std::vector<std::string>& drop = {}) {
   const test::Setup s;
   TempDir dir;
   auto enc = s.fresh_encoder(1);
@@ -403,6 +403,7 @@ Seen checkpoint_error(const std::map<std::string, std::string>& meta, bool keep_
   }
   std::map<std::string, std::string> m = f.metadata();
   for (const auto& [k, v] : meta) m[k] = v;
+  for (const auto& k : drop) m.erase(k);
   for (const auto& [k, v] : m) w.add_metadata(k, v);
   w.write(path);
   return seen([&] { (void)detail::load_checkpoint(path, enc.parameters(), opt, seed); }, path);
@@ -750,6 +751,22 @@ const std::map<std::string, Case>& cases() {
     c["ck-format"] = [] { return checkpoint_error({{"format", "pt"}}); };
     c["ck-step"] = [] { return checkpoint_error({{"step", "12abc"}}); };
     c["ck-weight-missing"] = [] { return checkpoint_error({}, false); };
+    c["ck-old"] = [] {
+      return checkpoint_error({}, true, 42, {"validated", "best_step", "best_valid_loss", "best_tensors"});
+    };
+    c["ck-best"] = [] {
+      return checkpoint_error({{"validated", "1"}, {"best_step", "6"}, {"best_valid_loss", "1.5"}});
+    };
+    c["ck-unvalidated"] = [] {
+      const test::Setup s;
+      TempDir dir;
+      TrainConfig cfg;
+      cfg.epochs = 1, cfg.batch_size = 4, cfg.checkpoint_path = dir.file("run.ckpt"), cfg.stop_after = 2;
+      auto enc = s.fresh_encoder(1);
+      (void)train_prefix(s.model, enc, s.train, {}, cfg);
+      cfg.stop_after = 0, cfg.resume = true;
+      return seen([&] { (void)train_prefix(s.model, enc, s.train, s.valid, cfg); }, cfg.checkpoint_path);
+    };
     c["op-count"] = [] {
       const OptState s;
       auto ps = s.params();
