@@ -48,6 +48,7 @@ BartModel<Device> load_bart_model(const std::string& dir) {
 /// (label-smoothed by --label-smoothing), the best validated merged tables saved as one seq2seq prefix file.
 template <class Device>
 int cmd_train_bart(const TrainOptions& o) {
+  check_train_flags(o, /*bart=*/true);
   PREFIXTUNE_CHECK(o.method == "mlp", "--method ", o.method,
                    ": a BART model trains the paper's three MLP-reparameterized prefixes (--method mlp) only");
   PREFIXTUNE_CHECK(o.pc.placement == Placement::Prefix && o.init == "random",

@@ -5,10 +5,12 @@
 
 #include <prefixtune/prefixtune.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <set>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -71,7 +73,116 @@ struct TrainOptions {
   std::string init_words;           // the text whose K/V (or embeddings) start the prefix, with init = words
   std::int64_t prefit_steps = 500;  // MSE pre-fit of an MLP to the words' K/V (the paper's code)
   double prefit_lr = 1e-4;
+  std::set<std::string> given;  // the options passed on the command line ("--mid", ...), whatever their values
 };
+
+namespace detail_cli {
+
+/// A train option that only some trainers read: where it applies (said to the user), the GPT-2 methods that read
+/// it, whether BART's three prefixes do, what the other prefix methods have none of, and why BART or GPT-2 does not.
+struct MethodFlag {
+  const char* flag;
+  const char* applies_to;
+  std::vector<std::string> methods;
+  bool bart;
+  const char* lacks;     // "MLP": "--method direct has no MLP"
+  const char* not_here;  // for a BART model when !bart, for a GPT-2 model when methods is empty
+};
+
+inline const std::vector<MethodFlag>& method_flags() {
+  const std::vector<std::string> prefix = {"mlp", "deep", "direct", "emb", "emb-mlp"}, mlp = {"mlp", "deep"},
+                                 with_mlp = {"mlp", "deep", "emb-mlp"},
+                                 with_dropout = {"mlp", "deep", "emb", "emb-mlp"};
+  const char* prefit = "--init words with the MLP methods (mlp, deep)";
+  const char* bart_prefit = "a BART model's prefixes start at random, with no --init words to pre-fit to";
+  static const std::vector<MethodFlag> table = {
+      {"--prefix-length", "the prefix methods (mlp, deep, direct, emb, emb-mlp) and BART", prefix, true, "prefix", ""},
+      {"--infix", "the prefix methods of GPT-2 (mlp, deep, direct, emb, emb-mlp)", prefix, false, "prefix",
+       "a BART model's prefixes have no --infix form"},
+      {"--init", "the prefix methods (mlp, deep, direct, emb, emb-mlp) and BART (random only)", prefix, true, "prefix",
+       ""},
+      {"--mid", "the MLP methods (mlp, deep, emb-mlp) and BART", with_mlp, true, "MLP", ""},
+      {"--prefix-dropout", "the methods with an MLP or embeddings (mlp, deep, emb, emb-mlp) and BART", with_dropout,
+       true, "dropout", ""},
+      {"--prefit-steps", prefit, mlp, false, "MLP pre-fit", bart_prefit},
+      {"--prefit-lr", prefit, mlp, false, "MLP pre-fit", bart_prefit},
+      {"--label-smoothing", "BART models only", {}, true, "", "the GPT-2 trainers do not smooth labels"},
+  };
+  return table;
+}
+
+/// What --method m trains, for messages.
+inline std::string method_trains(const std::string& m) {
+  if (m == "mlp") return "the paper's MLP-reparameterized prefix";
+  if (m == "deep") return "a prefix through a two-layer MLP";
+  if (m == "direct") return "the prefix table itself";
+  if (m == "emb") return "P input embeddings";
+  if (m == "emb-mlp") return "P input embeddings through an MLP";
+  if (m == "full") return "every weight of the model (fine-tuning)";
+  return "the model's top 2 blocks (fine-tuning)";
+}
+
+}  // namespace detail_cli
+
+/// Refuses the options given on the command line (o.given) that this run would ignore: an option of another method
+/// or of the other model family, or one that needs another option (--init-words without --init words, --eval-every
+/// without --valid, ...). One line per option in the message.
+inline void check_train_flags(const TrainOptions& o, bool bart) {
+  const auto given = [&](const std::string& flag) { return o.given.count(flag) > 0; };
+  std::vector<std::string> refused;
+  std::set<std::string> named;  // one reason per option
+  const auto refuse = [&](const std::string& flag, const std::string& why) {
+    if (named.insert(flag).second) refused.push_back(why);
+  };
+  const bool fine_tunes = !bart && (o.method == "full" || o.method == "ft-top2");
+  for (const detail_cli::MethodFlag& f : detail_cli::method_flags()) {
+    if (!given(f.flag)) continue;
+    const bool gpt2_reads = std::find(f.methods.begin(), f.methods.end(), o.method) != f.methods.end();
+    if (bart ? f.bart : gpt2_reads) continue;
+    std::string why = std::string(f.flag) + " applies to " + f.applies_to + "; ";
+    if (bart || f.methods.empty()) {
+      why += f.not_here;
+    } else {
+      why += "--method " + o.method + " has no " + (fine_tunes ? "prefix" : f.lacks) + ": it trains " +
+             detail_cli::method_trains(o.method);
+    }
+    refuse(f.flag, why);
+  }
+  const std::string steps =
+      given("--max-steps") ? "--max-steps " + std::to_string(o.cfg.max_steps) : "--low-data's 400 steps";
+  const struct {
+    const char* flag;
+    bool applies;
+    std::string why;
+  } needs[] = {
+      {"--init-words", o.init == "words", "--init-words applies to --init words only; --init is " + o.init},
+      {"--prefit-steps", o.init == "words",
+       "--prefit-steps applies to --init words (the MLP's pre-fit); --init is " + o.init},
+      {"--prefit-lr", o.init == "words",
+       "--prefit-lr applies to --init words (the MLP's pre-fit); --init is " + o.init},
+      {"--eval-every", !o.valid_path.empty(), "--eval-every applies with --valid; no --valid was given"},
+      {"--checkpoint-every", !o.cfg.checkpoint_path.empty(),
+       "--checkpoint-every applies with --checkpoint; no --checkpoint was given"},
+      {"--resume", !o.cfg.checkpoint_path.empty(), "--resume continues from --checkpoint; no --checkpoint was given"},
+      {"--epochs", o.cfg.max_steps == 0,
+       "--epochs applies to a schedule counted in epochs; this one is " + steps + " long"},
+      {"--low-data", !given("--max-steps") || !given("--warmup-steps"),
+       "--low-data sets --max-steps and --warmup-steps when they are not given; both were given"},
+  };
+  for (const auto& n : needs)
+    if (given(n.flag) && !n.applies) refuse(n.flag, n.why);
+  if (!bart && !named.count("--init")) {
+    if (o.init == "uniform" && o.method != "direct") refuse("--init", "--init uniform applies to --method direct only");
+    if (o.init == "words" && o.method == "emb-mlp")
+      refuse("--init", "--init words with --method emb-mlp: the MLP has no word-shaped start; use emb");
+  }
+  if (refused.size() == 1) PREFIXTUNE_FAIL("train: ", refused[0]);
+  if (!refused.empty()) {
+    std::string all;
+    for (const auto& r : refused) all += "\n  " + r;
+    PREFIXTUNE_FAIL("train: ", refused.size(), " options given do not apply to this run:", all);
+  }
+}
 
 namespace detail_cli {
 
@@ -98,6 +209,7 @@ class TrainDisplay {
 
 template <class Device>
 int cmd_train(const TrainOptions& o) {
+  check_train_flags(o, /*bart=*/false);
   Model<Device> m = load_model<Device>(o.model_dir);
   const auto policy = o.max_length > 0 ? LengthPolicy::TruncateSource : LengthPolicy::Error;
   const auto train = encode_examples(m.tok, read_pairs(o.train_path), o.max_length, policy);
@@ -107,8 +219,6 @@ int cmd_train(const TrainOptions& o) {
   const bool infix = o.pc.placement == Placement::Infix;
   detail_cli::TrainDisplay display;
   if (method == "full" || method == "ft-top2") {
-    PREFIXTUNE_CHECK(!infix && o.init == "random", "--method ", method,
-                     " fine-tunes the model itself: --infix and --init do not apply");
     std::fprintf(stderr, "fine-tuning %s on %zu examples, %zu for validation\n",
                  method == "full" ? "every weight" : "the top 2 blocks", train.size(), valid.size());
     const auto r = fine_tune(m.gpt2, train, valid, o.cfg, method == "full" ? 0 : 2, std::ref(display));
@@ -130,12 +240,14 @@ int cmd_train(const TrainOptions& o) {
   if (o.init == "words") {
     words = m.tok.encode(o.init_words);
     PREFIXTUNE_CHECK(!words.empty(), "--init words needs --init-words TEXT that encodes to at least one token");
+    PREFIXTUNE_CHECK(o.given.count("--prefix-length") == 0 || pc.length == static_cast<std::int64_t>(words.size()),
+                     "train: --prefix-length ", pc.length, " with --init words: the prefix takes the length of '",
+                     o.init_words, "', ", words.size(), " tokens; leave out --prefix-length");
     if (pc.length != static_cast<std::int64_t>(words.size()))
       std::fprintf(stderr, "--init words: the prefix takes the length of '%s': %zu tokens\n", o.init_words.c_str(),
                    words.size());
     pc.length = static_cast<std::int64_t>(words.size());
   }
-  PREFIXTUNE_CHECK(o.init != "uniform" || method == "direct", "--init uniform applies to --method direct only");
   Rng rng(o.cfg.seed);
   const auto run = [&](auto& trained) {
     std::fprintf(stderr, "training a %s%s of length %lld on %zu examples, %zu for validation\n", method.c_str(),
@@ -174,7 +286,6 @@ int cmd_train(const TrainOptions& o) {
                    "' is not one of mlp, deep, direct, emb, emb-mlp, full, ft-top2");
   auto emb = EmbeddingPrefix<float, Device>::create(pc, m.gpt2.config, rng, method == "emb-mlp");
   if (!words.empty()) {  // start from the words' own input embeddings
-    PREFIXTUNE_CHECK(method == "emb", "--init words with --method emb-mlp: the MLP has no word-shaped start; use emb");
     const auto ids = Tensor<std::int32_t, Cpu>::from_vector({pc.length}, words).template to<Device>();
     Tensor<float, Device> e = emb.embedding.value();
     embedding_forward(ids, m.gpt2.wte, e);

@@ -134,14 +134,21 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"random", "uniform", "words"}))
       ->capture_default_str();
   tr->add_option("--init-words", topt.init_words, "the text for --init words, e.g. ' table-to-text:' (P = its tokens)");
-  tr->add_option("--prefit-steps", topt.prefit_steps, "Adam steps of the MSE pre-fit")->capture_default_str();
-  tr->add_option("--prefit-lr", topt.prefit_lr, "learning rate of the MSE pre-fit")->capture_default_str();
+  tr->add_option("--prefit-steps", topt.prefit_steps, "Adam steps of the MSE pre-fit (--init words with mlp, deep)")
+      ->capture_default_str();
+  tr->add_option("--prefit-lr", topt.prefit_lr, "learning rate of the MSE pre-fit (--init words with mlp, deep)")
+      ->capture_default_str();
   tr->add_flag(
       "--low-data", low_data,
       "the paper's low-data schedule: --max-steps 400 with --warmup-steps 100 (a quarter of the steps) unless given");
-  tr->add_option("--prefix-length", pc.length, "P, prefix slots per layer")->capture_default_str();
-  tr->add_option("--mid", pc.mid, "width of the reparameterization MLP")->capture_default_str();
-  tr->add_option("--prefix-dropout", pc.dropout, "dropout on the MLP output")->capture_default_str();
+  tr->add_option("--prefix-length", pc.length,
+                 "P, prefix slots per layer (--init words: the words' token count; not for full, ft-top2)")
+      ->capture_default_str();
+  tr->add_option("--mid", pc.mid, "width of the reparameterization MLP (mlp, deep, emb-mlp, BART)")
+      ->capture_default_str();
+  tr->add_option("--prefix-dropout", pc.dropout,
+                 "dropout on the MLP output, or on emb's embeddings (mlp, deep, emb, emb-mlp, BART)")
+      ->capture_default_str();
   tr->add_option("--epochs", cfg.epochs)->capture_default_str();
   tr->add_option("--batch-size", cfg.batch_size)->capture_default_str();
   tr->add_option("--lr", cfg.lr, "AdamW learning rate")->capture_default_str();
@@ -153,13 +160,15 @@ int main(int argc, char** argv) {
   tr->add_option("--label-smoothing", cfg.label_smoothing, "label smoothing epsilon of the training loss (BART only)")
       ->check(CLI::Range(0.0, 0.999))
       ->capture_default_str();
-  tr->add_option("--eval-every", cfg.eval_every, "validation every N steps (0: every epoch)")->capture_default_str();
+  tr->add_option("--eval-every", cfg.eval_every, "validation every N steps (0: every epoch; with --valid)")
+      ->capture_default_str();
   tr->add_option("--seed", cfg.seed)->capture_default_str();
   tr->add_option("--max-length", topt.max_length, "truncate sources so examples fit (0: no limit)")
       ->capture_default_str();
   tr->add_option("--checkpoint", cfg.checkpoint_path,
                  "training checkpoint file (replaced atomically: a killed run leaves the previous one whole)");
-  tr->add_option("--checkpoint-every", cfg.checkpoint_every, "steps between checkpoints (0: every epoch)")
+  tr->add_option("--checkpoint-every", cfg.checkpoint_every,
+                 "steps between checkpoints (0: every epoch; with --checkpoint)")
       ->capture_default_str();
   tr->add_flag("--resume", cfg.resume, "continue from --checkpoint when it exists");
   tr->add_flag_function(
@@ -241,6 +250,9 @@ int main(int argc, char** argv) {
       return cuda ? cmd_score_cuda(model, prefix, data, batch, instruction)
                   : cmd_score<Cpu>(model, prefix, data, batch, instruction);
     if (*tr) {
+      for (const CLI::Option* opt : tr->get_options())  // what was given, whatever its value
+        if (opt->count() > 0)
+          for (const std::string& name : opt->get_lnames()) topt.given.insert("--" + name);
       if (low_data) {
         if (max_steps_opt->count() == 0) cfg.max_steps = 400;
         if (warmup_opt->count() == 0) cfg.warmup_steps = cfg.max_steps / 4;  // 100 of 400
