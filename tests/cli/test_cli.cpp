@@ -156,8 +156,8 @@ TEST_CASE("prefixtune train: the paper's variants and baselines (--method, --inf
                          "name : Blue Spice | Type : pub||Blue Spice is a pub .\n"
                          "name : Aromi | area : riverside||Aromi is by the riverside .\n"
                          "name : Zizzi||Zizzi serves food .\n");
-  const std::string common = " --model " + model + " --train " + data + " --valid " + data +
-                             " --batch-size 2 --prefix-length 2 --mid 8 --lr 1e-2 --max-steps 4";
+  const std::string common =
+      " --model " + model + " --train " + data + " --valid " + data + " --batch-size 2 --lr 1e-2 --max-steps 4";
   const Gpt2<float> m = load_gpt2<float>(model);
   const Gpt2Tokenizer tok = Gpt2Tokenizer::load_dir(model);
   const auto examples = encode_examples(tok, read_pairs(data));
@@ -167,11 +167,11 @@ TEST_CASE("prefixtune train: the paper's variants and baselines (--method, --inf
     Placement placement;
   };
   const std::vector<Case> cases = {
-      {"--method deep", "training a deep prefix", "", Placement::Prefix},
-      {"--method direct --init uniform", "training a direct prefix", "", Placement::Prefix},
-      {"--method emb-mlp", "training a emb-mlp prefix", "", Placement::Prefix},
-      {"--method mlp --infix", "training a mlp infix", "", Placement::Infix},
-      {"--method mlp --init words --prefit-steps 20", "pre-fit the MLP", " table-to-text:", Placement::Prefix},
+      {"--method deep --prefix-length 2 --mid 8", "training a deep prefix", "", Placement::Prefix},
+      {"--method direct --init uniform --prefix-length 2", "training a direct prefix", "", Placement::Prefix},
+      {"--method emb-mlp --prefix-length 2 --mid 8", "training a emb-mlp prefix", "", Placement::Prefix},
+      {"--method mlp --infix --prefix-length 2 --mid 8", "training a mlp infix", "", Placement::Infix},
+      {"--method mlp --init words --prefit-steps 20 --mid 8", "pre-fit the MLP", " table-to-text:", Placement::Prefix},
       {"--method emb --init words", "prefix takes the length", " summarize the table", Placement::Prefix},
       {"--method direct --init words", "training a direct prefix", " elephant", Placement::Prefix}};
   for (const Case& c : cases) {
@@ -191,7 +191,7 @@ TEST_CASE("prefixtune train: the paper's variants and baselines (--method, --inf
     CHECK(scores[1]["loss"].get<double>() == doctest::Approx(evaluate_prefix(m, p, {examples[1]}, 1)).epsilon(1e-5));
   }
   // An infix prefix generates (the bank serves it as an infix) and equals the library's generation.
-  Run r = run("train" + common + " --infix --out " + dir.file("infix.safetensors"));
+  Run r = run("train" + common + " --infix --prefix-length 2 --mid 8 --out " + dir.file("infix.safetensors"));
   REQUIRE(r.status == 0);
   write_text_file_atomic(dir.file("req.jsonl"), "{\"source\": \"name : Aromi\"}\n");
   r = run("generate --model " + model + " --prefix " + dir.file("infix.safetensors") +
@@ -228,7 +228,8 @@ TEST_CASE("prefixtune train: the paper's variants and baselines (--method, --inf
         evaluate_prefix(m, DirectPrefix<float>(), examples, 3));
   r = run("train" + common + " --method ft-top2 --infix --out " + dir.file("ft2"));
   CHECK(r.status == 1);
-  CHECK(r.output.find("--infix and --init do not apply") != std::string::npos);
+  CHECK(r.output.find("--infix applies to") != std::string::npos);
+  CHECK(r.output.find("--method ft-top2 has no prefix") != std::string::npos);
   r = run("train" + common + " --method mlp --init uniform --out " + dir.file("x"));
   CHECK(r.status == 1);
   CHECK(r.output.find("--method direct only") != std::string::npos);
@@ -527,9 +528,7 @@ void kill_and_resume(TempDir& dir, const std::vector<std::string>& extra, int wa
                                      "--lr",
                                      "1e-3",
                                      "--seed",
-                                     "5",
-                                     "--checkpoint-every",
-                                     "1"};
+                                     "5"};
   common.insert(common.end(), extra.begin(), extra.end());
   const auto joined = [](const std::vector<std::string>& args) {
     std::string s;
@@ -544,7 +543,8 @@ void kill_and_resume(TempDir& dir, const std::vector<std::string>& extra, int wa
   // Kill resumed runs at seeded random moments until the kills landed mid-run (or the run finished; bounded loop).
   const std::string ckpt = dir.file("run.ckpt");
   std::vector<std::string> args = common;
-  args.insert(args.end(), {"--checkpoint", ckpt, "--resume", "--out", dir.file("resumed.safetensors")});
+  args.insert(args.end(),
+              {"--checkpoint", ckpt, "--checkpoint-every", "1", "--resume", "--out", dir.file("resumed.safetensors")});
   Rng rng(seed);
   int kills = 0, finished = 0, kills_after_a_checkpoint = 0;
   for (int round = 0; round < 4 * want_kills && kills < want_kills; ++round) {
