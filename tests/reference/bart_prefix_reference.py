@@ -346,7 +346,7 @@ def search_generate(W, src, tables, st):
     """Beam search (num_beams > 1) or greedy (num_beams 1) by full recompute, log-probabilities renormalised after
     the processors. Beam rules (HF BeamSearchScorer, early_stopping=True): per step the 2 * num_beams best (score,
     beam, token) candidates over all beams (ties: lower beam, then lower token); an eos candidate among the first
-    num_beams ranks closes a hypothesis scored sum_logp / max(generated, 1) ** length_penalty (eos not counted),
+    num_beams ranks closes a hypothesis scored sum_logp / (generated + 1) ** length_penalty (eos counted),
     other eos candidates are skipped; the first num_beams non-eos candidates continue; a request stops once it
     holds num_beams hypotheses, when no beam continues, or at max_new tokens (running beams become hypotheses
     scored by their length). Returns (ids of the best hypothesis, its score)."""
@@ -388,7 +388,7 @@ def search_generate(W, src, tables, st):
                 break
             if v == EOS:
                 if rank < nb:
-                    add(sc / norm(cur), beams[b][0])
+                    add(sc / norm(cur + 1), beams[b][0])
                 continue
             nxt.append((beams[b][0] + [v], sc))
         done = not nxt or len(hyps) >= nb

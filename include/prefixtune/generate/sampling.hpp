@@ -31,7 +31,8 @@ struct GenerateConfig {
   double top_p = 1.0;      // 1: off
   std::uint64_t seed = 0;  // a request samples from Rng(seed, its stream): the same with or without batching
   std::int64_t num_beams = 1;
-  double length_penalty = 1.0;            // beam hypothesis score = sum log p / (generated tokens)^length_penalty
+  double length_penalty =
+      1.0;  // beam hypothesis score = sum log p / (generated tokens, an end token included)^length_penalty
   bool early_stopping = false;            // beam search: stop a request once num_beams hypotheses ended
   std::vector<std::int32_t> ban_ids;      // never generated (the paper bans 198 and 628: "\n", "\n\n")
   std::int32_t eos_id = 50256;            // generation of a row ends at this token (not included in the output)
