@@ -158,7 +158,7 @@ class AdamW {
     };
     PREFIXTUNE_CHECK(get("optimizer") == "AdamW", "AdamW::load_state: ", f.path(), " holds '", get("optimizer"),
                      "' state under prefix '", prefix, "', not AdamW");
-    const std::string& count = get("num_params");
+    const std::string count = get("num_params");  // a copy (g++ 13 -Wdangling-reference)
     PREFIXTUNE_CHECK(count == std::to_string(params_.size()), "AdamW::load_state: ", f.path(), " holds state for ",
                      count, " parameters under prefix '", prefix, "', this optimizer has ", params_.size());
     AdamWConfig config;
@@ -178,7 +178,8 @@ class AdamW {
       PREFIXTUNE_CHECK(saved_name == p.name(), "AdamW::load_state: ", detail::describe_parameter(i, p), " is named '",
                        saved_name, "' in ", f.path());
       const auto load_moment = [&](const std::string& which) {
-        const TensorInfo& info = f.info(key + which);
+        const std::string name = key + which;  // named: no reference into a call on a temporary (g++ 13)
+        const TensorInfo& info = f.info(name);
         PREFIXTUNE_CHECK(info.shape == std::vector<std::int64_t>(p.shape().begin(), p.shape().end()),
                          "AdamW::load_state: ", detail::describe_parameter(i, p), " has shape ", p.shape(), " but its ",
                          which, " in ", f.path(), " has shape ", detail::dims_to_string(info.shape));
