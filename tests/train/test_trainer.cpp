@@ -280,10 +280,12 @@ TEST_CASE(
   auto enc = s.fresh_encoder(1);
   (void)train_prefix(s.model, enc, s.train, {}, cfg);  // no validation
   cfg.stop_after = 0, cfg.resume = true;
-  auto again = s.fresh_encoder(1);
+  auto again = s.fresh_encoder(3);
+  const auto before = again.parameters().front().value().to_vector();
   CHECK(error_of([&] {
           (void)train_prefix(s.model, again, s.train, s.valid, cfg);
         }).find("checkpoint of a run without validation") != std::string::npos);
+  CHECK(again.parameters().front().value().to_vector() == before);    // refused before the weights changed
   CHECK(train_prefix(s.model, again, s.train, {}, cfg).steps == 10);  // the same run without validation resumes
 
   // An older checkpoint (the metadata before the best state was stored) is refused, naming what it lacks.

@@ -234,19 +234,16 @@ void save_checkpoint(const std::string& path, const std::vector<Var<T, Device>>&
   w.write(path);
 }
 
-/// The result of load_checkpoint: the step reached and the best validation state saved with it.
+/// A checkpoint's metadata: the step reached and the best validation state saved with it.
 struct LoadedCheckpoint {
   std::int64_t step = 0;
   CheckpointBest best;
   std::int64_t best_tensors = 0;  // how many "best.<i>" tensors the file holds
 };
 
-/// Loads the trained weights and the optimizer state into the given (same-shaped) objects; returns the step and
-/// the best validation state (its tensors are read by load_checkpoint_best). Every tensor is read and checked
-/// before anything is changed.
-template <class T, class Device>
-LoadedCheckpoint load_checkpoint(const SafeTensorsFile& f, const std::string& path,
-                                 const std::vector<Var<T, Device>>& params, AdamW<T, Device>& opt, std::uint64_t seed) {
+/// Reads and checks a checkpoint's metadata (format, seed, step, the best validation state); changes nothing.
+inline LoadedCheckpoint read_checkpoint_metadata(const SafeTensorsFile& f, const std::string& path,
+                                                 std::uint64_t seed) {
   const auto& meta = f.metadata();
   auto get = [&](const std::string& key) {
     const auto it = meta.find(key);
@@ -284,6 +281,14 @@ LoadedCheckpoint load_checkpoint(const SafeTensorsFile& f, const std::string& pa
   PREFIXTUNE_CHECK((out.best.step >= 0) == std::isfinite(out.best.valid_loss) && out.best.step <= out.step, path,
                    ": checkpoint metadata best_step ", out.best.step, " / best_valid_loss ", loss,
                    " do not describe a validation at or before step ", out.step);
+  return out;
+}
+
+/// Loads the trained weights and the optimizer state into the given (same-shaped) objects. Every tensor is read and
+/// checked before anything is changed.
+template <class T, class Device>
+void load_checkpoint_weights(const SafeTensorsFile& f, const std::vector<Var<T, Device>>& params,
+                             AdamW<T, Device>& opt) {
   std::vector<Tensor<T, Cpu>> values;
   for (const auto& p : params) values.push_back(f.load<T>(p.name(), p.shape(), true));
   opt.load_state(f, "optim.");
@@ -291,14 +296,16 @@ LoadedCheckpoint load_checkpoint(const SafeTensorsFile& f, const std::string& pa
     Tensor<T, Device> value = params[i].value();
     value.copy_from(values[i]);
   }
-  return out;
 }
 
 /// load_checkpoint from a path; returns the step.
 template <class T, class Device>
 std::int64_t load_checkpoint(const std::string& path, const std::vector<Var<T, Device>>& params, AdamW<T, Device>& opt,
                              std::uint64_t seed) {
-  return load_checkpoint(SafeTensorsFile::open(path), path, params, opt, seed).step;
+  const SafeTensorsFile f = SafeTensorsFile::open(path);
+  const std::int64_t step = read_checkpoint_metadata(f, path, seed).step;
+  load_checkpoint_weights(f, params, opt);
+  return step;
 }
 
 /// Copies the checkpoint's "best.<i>" tensors into best_vars (same count and shapes, else an Error naming them).
@@ -360,16 +367,22 @@ TrainResult<T, Device> train_loop(const TrainHooks<T, Device, Batch>& hooks, con
   auto kept = [&] { return validates && hooks.best_vars ? hooks.best_vars() : std::vector<Var<T, Device>>(); };
   if (cfg.resume && !cfg.checkpoint_path.empty() && std::filesystem::exists(cfg.checkpoint_path)) {
     const SafeTensorsFile f = SafeTensorsFile::open(cfg.checkpoint_path);
-    const LoadedCheckpoint loaded = load_checkpoint(f, cfg.checkpoint_path, hooks.params, opt, cfg.seed);
-    step = loaded.step;
-    PREFIXTUNE_CHECK(!validates || loaded.best.validated || step == 0, cfg.checkpoint_path,
+    // Everything is read and checked before the trained weights change: the metadata, then the best state (into
+    // the trainer's own kept state, shaped by keep_best from the weights as they are), then the weights.
+    const LoadedCheckpoint loaded = read_checkpoint_metadata(f, cfg.checkpoint_path, cfg.seed);
+    PREFIXTUNE_CHECK(!validates || loaded.best.validated || loaded.step == 0, cfg.checkpoint_path,
                      ": checkpoint of a run without validation; this run validates, and the best prefix of its first ",
-                     step, " steps is unknown (resume without validation, or start afresh)");
-    if (validates && loaded.best.step >= 0) {  // the best so far, as the uninterrupted run has it at this step
+                     loaded.step, " steps is unknown (resume without validation, or start afresh)");
+    const bool restore_best = validates && loaded.best.step >= 0;  // the best so far, as the uninterrupted run has it
+    if (restore_best) {
+      if (hooks.keep_best) hooks.keep_best();
+      load_checkpoint_best(f, cfg.checkpoint_path, loaded.best_tensors, kept());
+    }
+    load_checkpoint_weights(f, hooks.params, opt);
+    step = loaded.step;
+    if (restore_best) {
       result.best_valid_loss = loaded.best.valid_loss;
       result.best_step = loaded.best.step;
-      if (hooks.keep_best) hooks.keep_best();  // shapes the kept state from the loaded weights, then overwritten
-      load_checkpoint_best(f, cfg.checkpoint_path, loaded.best_tensors, kept());
     }
   }
   const std::int64_t eval_every = cfg.eval_every > 0 ? cfg.eval_every : per_epoch;
