@@ -6,18 +6,19 @@
 // BM_generate_batch1/prefix:{0,1}: one request, no prefix vs a merged P=10 prefix from a PrefixBank.
 // BM_generate_many_prefixes/batched:{0,1}: 8 requests, each with its own P=10 prefix and prompt, served one after
 // another (8 generate calls of batch 1) vs in one generate call.
-// BM_generate_prefix_cost and BM_generate_batching time the two sides of each comparison alternately within every
-// iteration, so both see the same machine (a shared machine's load changes over seconds): counters tokens/s of
-// each side and the median over the iterations of the ratio of the pair's times (prefix_cost = time with / without
-// the prefix; speedup = time one after another / in one batch); *_total is the ratio of the summed times.
+// BM_generate_prefix_cost and BM_generate_batching time the two sides of each comparison one after the other within
+// every iteration, so both see the same machine (a shared machine's load changes over seconds), in alternating
+// order (each side leads in half of the iterations): counters tokens/s of each side and the median over the
+// iterations of the ratio of the pair's times (prefix_cost = time with / without the prefix; speedup = time one
+// after another / in one batch); *_total is the ratio of the summed times.
 #pragma once
 
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <numeric>
-
 #include <string>
 #include <vector>
 
@@ -134,6 +135,7 @@ void BM_generate_many_prefixes(benchmark::State& state) {
 /// Wall times in seconds of each side of a paired benchmark, one per iteration.
 struct PairedTimes {
   std::vector<double> first, second;
+  std::int64_t first_ran_first = 0;  // iterations in which `first` ran before `second`
   double total(const std::vector<double>& side) const { return std::accumulate(side.begin(), side.end(), 0.0); }
   /// Median over the iterations of first / second: one side stalled by a neighbour's burst moves one pair, not
   /// the result (a ratio of totals moves with it).
@@ -146,7 +148,11 @@ struct PairedTimes {
   }
 };
 
-/// Runs `first` then `second` once per iteration and records each one's wall time.
+/// Runs `first` and `second` once per iteration and records each one's wall time. The order alternates: `first`
+/// runs first in even iterations, `second` in odd ones, so that neither side always runs on the caches, clock and
+/// memory the other leaves (or always first after the benchmark's own start). Reports an error on the benchmark
+/// if the orders come out unbalanced (counter first_ran_first: the share of iterations `first` led; use an even
+/// iteration count for exactly 0.5).
 template <class First, class Second>
 PairedTimes time_alternately(benchmark::State& state, First&& first, Second&& second) {
   PairedTimes t;
@@ -156,9 +162,19 @@ PairedTimes time_alternately(benchmark::State& state, First&& first, Second&& se
     out.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   };
   for (auto _ : state) {
-    timed(first, t.first);
-    timed(second, t.second);
+    if (t.first.size() % 2 == 0) {
+      timed(first, t.first);
+      timed(second, t.second);
+      ++t.first_ran_first;
+    } else {
+      timed(second, t.second);
+      timed(first, t.first);
+    }
   }
+  const auto n = static_cast<std::int64_t>(t.first.size());
+  state.counters["first_ran_first"] = n == 0 ? 0.0 : double(t.first_ran_first) / double(n);
+  if (n >= 2 && std::abs(2 * t.first_ran_first - n) > 1)
+    state.SkipWithError("a paired benchmark's order did not alternate");
   return t;
 }
 
@@ -191,7 +207,8 @@ void BM_generate_batching(benchmark::State& state) {
     for (const auto& r : requests) count_new_tokens(state, generate(model, bank, {r}, cfg));
   };
   auto batched = [&] { count_new_tokens(state, generate(model, bank, requests, cfg)); };
-  batched();  // warm-up
+  batched();  // warm-up of both sides: the batched call, and one batch-1 call (what the other side repeats)
+  count_new_tokens(state, generate(model, bank, {requests[0]}, cfg));
   const PairedTimes t = time_alternately(state, sequential, batched);
   const double n = double(state.iterations()) * kRequests * kNewTokens;
   state.counters["tokens/s_sequential"] = n / t.total(t.first);

@@ -6,11 +6,15 @@ a PEFT-style PrefixEncoder (Embedding(P, C) -> Linear(C, mid) -> tanh -> Linear(
 whose output (P, 2*L*C) is viewed (P, 2L, NH, HS) and permuted to (2L, NH, P, HS): slot 2i is layer i's key,
 2i+1 its value.  Real tokens attend to all P prefix slots and causally among themselves, at positions
 P..P+T-1.  B=4, T=128, loss on every position: logits = h @ wte.T, F.cross_entropy(reduction="sum") / B.
-AdamW (lr 5e-5) on the encoder only.  float32, eval mode (no dropout).
+AdamW (lr 5e-5) on the encoder only (bench_train_step runs our AdamW with the same settings).  float32, eval
+mode (no dropout).
 
     /usr/bin/python3 benchmarks/torch_train_step.py [--threads 2] [--steps 5] [--device cuda [--tf32]]
 
-The last line of stdout is JSON: tokens_per_s, step_ms, peak_rss_mb, threads, torch (+ the config).
+The last line of stdout is JSON: tokens_per_s, step_ms, idle_rss_mb (the process's resident size with Python and
+libtorch loaded, before the model is built), peak_rss_mb, peak_rss_above_idle_mb (the difference: the workload's
+own memory, what bench_train_step's peak_rss_above_idle_MB measures for us), optimizer, threads, torch (+ the
+config).
 """
 
 import argparse
@@ -74,9 +78,19 @@ class PrefixEncoder(torch.nn.Module):
         return [(kv[2 * i], kv[2 * i + 1]) for i in range(self.L)]
 
 
-def time_steps(step, steps, tokens_per_step):
+def status_mb(field):
+    """A field of /proc/self/status in MB: "VmRSS" (resident now) or "VmHWM" (peak resident)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError("no %s in /proc/self/status" % field)
+
+
+def time_steps(step, steps, tokens_per_step, idle_rss_mb=None):
     """One warm-up call of step() (returns the loss), then `steps` timed calls; prints the losses and step times
-    and returns the timing fields of the JSON line (tokens/s, step ms mean/min/median, peak RSS)."""
+    and returns the timing fields of the JSON line (tokens/s, step ms mean/min/median, peak RSS, and with
+    idle_rss_mb, the process's size before the workload, the peak above it)."""
     t0 = time.perf_counter()
     first_loss = step()  # warm-up
     warm_s = time.perf_counter() - t0
@@ -89,13 +103,17 @@ def time_steps(step, steps, tokens_per_step):
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
     print("warm-up step %.1f ms, loss %.4f -> %.4f; step times ms: %s" % (
         warm_s * 1e3, first_loss, loss, ", ".join("%.1f" % (t * 1e3) for t in times)))
-    return {
+    fields = {
         "tokens_per_s": round(tokens_per_step / step_s, 2),
         "step_ms": round(step_s * 1e3, 2),
         "step_ms_min": round(min(times) * 1e3, 2),
         "step_ms_median": round(sorted(times)[len(times) // 2] * 1e3, 2),
         "peak_rss_mb": round(peak_rss_mb, 1),
     }
+    if idle_rss_mb is not None:
+        fields["idle_rss_mb"] = round(idle_rss_mb, 1)
+        fields["peak_rss_above_idle_mb"] = round(peak_rss_mb - idle_rss_mb, 1)
+    return fields
 
 
 def main():
@@ -113,6 +131,8 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
 
     torch.set_num_threads(args.threads)
+    torch.zeros(1).add_(1)  # libtorch's CPU side initialized, before the workload's memory
+    idle_rss_mb = status_mb("VmRSS")
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     L, C, NH, V, NP = 12, 768, 12, 50257, 1024
@@ -133,7 +153,8 @@ def main():
         return loss.item()
 
     print(json.dumps({
-        **time_steps(step, args.steps, Bn * Tn),
+        **time_steps(step, args.steps, Bn * Tn, idle_rss_mb),
+        "optimizer": type(opt).__name__,
         "threads": args.threads,
         "torch": torch.__version__,
         "device": args.device, "tf32": args.tf32,

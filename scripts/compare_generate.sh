@@ -4,9 +4,10 @@
 # changes over seconds):
 #  - the cost of a P=10 prefix at batch 1 (goal <= 3% slower) and 8 requests with 8 prefixes in one batch vs one
 #    after another (goal >= 4x): bench_generate's BM_generate_prefix_cost / BM_generate_batching, which time both
-#    sides alternately within every iteration;
-#  - prefixtune vs PyTorch at batch 1 (goal >= 2x): bench_generate's batch-1 run and torch_generate.py alternately,
-#    ROUNDS times; the ratio of each adjacent pair, and their median.
+#    sides one after the other within every iteration, each side leading in half of the iterations;
+#  - prefixtune vs PyTorch at batch 1 (goal >= 2x): bench_generate's batch-1 run and torch_generate.py one after the
+#    other, ROUNDS times, the order alternating (prefixtune first in odd rounds); the ratio of each pair, and their
+#    median.
 # Usage: scripts/compare_generate.sh [BUILD_DIR] [THREADS] [ROUNDS]
 #   BUILD_DIR: a CMake build folder (bench_generate is rebuilt there first) or a folder holding a bench_generate
 #   binary built some other way.
@@ -26,10 +27,19 @@ trap 'rm -rf "$dir"' EXIT
 export OMP_NUM_THREADS=$threads
 "$bin" --benchmark_filter='prefix_cost|batching' --benchmark_out="$dir/paired.json" --benchmark_out_format=json \
   >/dev/null
-for ((r = 0; r < rounds; r++)); do
-  "$bin" --benchmark_filter='BM_generate_batch1<Cpu>/prefix:0' --benchmark_out="$dir/ours.$r.json" \
+ours() {
+  "$bin" --benchmark_filter='BM_generate_batch1<Cpu>/prefix:0' --benchmark_out="$dir/ours.$1.json" \
     --benchmark_out_format=json >/dev/null
-  /usr/bin/python3 benchmarks/torch_generate.py --threads "$threads" --runs 2 --prefix 0 | tail -n 1 >"$dir/torch.$r.json"
+}
+theirs() {
+  /usr/bin/python3 benchmarks/torch_generate.py --threads "$threads" --runs 2 --prefix 0 | tail -n 1 >"$dir/torch.$1.json"
+}
+for ((r = 0; r < rounds; r++)); do  # prefixtune first in rounds 1, 3, ..., PyTorch first in rounds 2, 4, ...
+  if ((r % 2 == 0)); then
+    ours "$r" && theirs "$r"
+  else
+    theirs "$r" && ours "$r"
+  fi
 done
 /usr/bin/python3 - "$dir" "$rounds" "$threads" <<'PY'
 import json, statistics, sys
@@ -54,9 +64,15 @@ for r in range(rounds):
 print(f"GPT-2 small, random weights, prompt 32, 64 new tokens, greedy, fp32, {threads} threads "
       f"(torch {pairs[0][2]}); tokens/s = new tokens per second")
 for r, (ours, theirs, _) in enumerate(pairs):
-    print(f"batch 1, round {r + 1}: prefixtune {ours:8.2f}  pytorch {theirs:8.2f}  ratio {ours / theirs:5.2f}x")
+    first = "prefixtune" if r % 2 == 0 else "pytorch"
+    print(f"batch 1, round {r + 1} ({first:10s} first): prefixtune {ours:8.2f}  pytorch {theirs:8.2f}  "
+          f"ratio {ours / theirs:5.2f}x")
 print(f"{'batch 1 vs PyTorch, median ratio':40s} {statistics.median(o / t for o, t, _ in pairs):7.2f}x   (goal >= 2x)")
 print(f"{'batch 1 without / with a P=10 prefix':40s} {cost['tokens/s']:7.2f} / {cost['tokens/s_prefix']:.2f} tokens/s")
+for name, b in (("BM_generate_prefix_cost", cost), ("BM_generate_batching", batching)):
+    if b.get("error_occurred") or b.get("first_ran_first") != 0.5:
+        sys.exit(f"compare_generate.sh: {name} did not alternate its sides' order evenly "
+                 f"({b.get('error_message', '')}, first_ran_first {b.get('first_ran_first')})")
 print(f"{'prefix cost (time with / without)':40s} {cost['prefix_cost']:7.3f}    (goal <= 1.03; median of "
       f"{cost['iterations']} pairs, ratio of totals {cost['prefix_cost_total']:.3f})")
 print(f"{'8 prefixes: one after another / batched':40s} {batching['tokens/s_sequential']:7.2f} / "
