@@ -13,8 +13,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <sstream>
 #include <thread>
 
@@ -496,12 +494,6 @@ TEST_CASE("prefixtune --device cuda: train, score and generate equal --device cp
 
 namespace {
 
-std::string file_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  REQUIRE(in.good());
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
 // Trains once without interruption, then kills resumed runs of the same command with SIGKILL at seeded random
 // moments until `want_kills` kills landed mid-run (bounded), resumes to the end, and checks that the resumed run
 // wrote a prefix file byte-identical to the uninterrupted run's. `extra` adds flags to both (e.g. validation).
@@ -574,12 +566,12 @@ void kill_and_resume(TempDir& dir, const std::vector<std::string>& extra, int wa
   CHECK(kills_after_a_checkpoint >= 3);  // most kills hit training, not the program's start-up
   // Resuming from whatever the last kill left ends exactly where the uninterrupted run did: the same file.
   REQUIRE(run(joined(args)).status == 0);
-  const std::string expected = file_bytes(dir.file("straight.safetensors"));
-  CHECK(file_bytes(dir.file("resumed.safetensors")) == expected);
+  const std::string expected = read_text_file(dir.file("straight.safetensors"));
+  CHECK(read_text_file(dir.file("resumed.safetensors")) == expected);
   // Resumed once more from the final step's checkpoint (nothing left to train), it writes the same file again.
   fs::remove(dir.file("resumed.safetensors"));
   REQUIRE(run(joined(args)).status == 0);
-  CHECK(file_bytes(dir.file("resumed.safetensors")) == expected);
+  CHECK(read_text_file(dir.file("resumed.safetensors")) == expected);
   for (const auto& e : fs::directory_iterator(dir.path))  // no temporary file left next to the checkpoint
     CHECK(e.path().filename().string().find("run.ckpt.") == std::string::npos);
 }

@@ -8,8 +8,6 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <limits>
 #include <numeric>
 
@@ -34,12 +32,6 @@ double mean(const std::vector<double>& v, std::size_t b, std::size_t e) {
          static_cast<double>(e - b);
 }
 
-std::string file_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  REQUIRE(in.good());
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
 // Runs `make(seed)`'s method without interruption, then interrupted after each of `stops` (the checkpoint of that
 // step on disk, as a kill leaves it) and resumed on a method made from another seed: the resumed run reports the
 // same best step and loss and writes a byte-identical best prefix. Returns how many stops came after the best step
@@ -54,7 +46,7 @@ int check_resume_keeps_best(const Setup& s, Make make, const std::string& what, 
   REQUIRE(straight.steps == 30);
   REQUIRE(straight.best_step > 0);
   save_prefix(dir.file("straight.safetensors"), straight.best_prefix, s.model.config);
-  const std::string expected = file_bytes(dir.file("straight.safetensors"));
+  const std::string expected = read_text_file(dir.file("straight.safetensors"));
   stops.push_back(straight.best_step);  // killed right after the best validation: every later one is worse
   stops.push_back(straight.steps);      // a checkpoint at the final step
   int after_best = 0;
@@ -76,7 +68,7 @@ int check_resume_keeps_best(const Setup& s, Make make, const std::string& what, 
     CHECK(r.best_valid_loss == straight.best_valid_loss);
     REQUIRE(r.best_prefix.table.defined());
     save_prefix(dir.file("resumed.safetensors"), r.best_prefix, s.model.config);
-    CHECK(file_bytes(dir.file("resumed.safetensors")) == expected);
+    CHECK(read_text_file(dir.file("resumed.safetensors")) == expected);
     after_best += stop >= straight.best_step ? 1 : 0;
   }
   return after_best;
