@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "prefixtune/generate/generate.hpp"
+#include "prefixtune/generate/gpt2_generate.hpp"
 #include "prefixtune/models/gpt2_io.hpp"
 
 namespace prefixtune::bench {

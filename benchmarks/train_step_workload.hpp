@@ -57,7 +57,7 @@ void BM_prefix_train_step(benchmark::State& state) {
   const auto ids = host_ids.template to<Device>(), targets = host_targets.template to<Device>();
   for (auto _ : state) {
     Tape<float, Device> tape;
-    auto kv = prefix_kv_from_table(tape, encoder.forward(tape), model.config.n_layer, model.config.n_head);
+    auto kv = prefix_kv_from_table(tape, encoder.forward(tape), model.config.kv_shape());
     auto hidden = gpt2_hidden(tape, model, ids, Tensor<std::uint8_t, Device>(), kv, pc.offset());
     auto loss = gpt2_loss(tape, model, hidden, targets, Reduction::SumPerSequenceMeanBatch);
     tape.backward(loss);

@@ -232,7 +232,7 @@ Row run(const Env& env, Row row, std::int64_t steps, std::int64_t warmup, double
     } else {
       PREFIXTUNE_CHECK(m == "emb" || m == "emb-mlp", "--methods: unknown method '", m,
                        "' (mlp, deep, direct, emb, emb-mlp, infix, prompt, full, ft-top2)");
-      auto emb = EmbeddingPrefix<float>::create(pc, env.model.config, rng, m == "emb-mlp");
+      auto emb = EmbeddingPrefix<float>::create(pc, env.model.config.n_embd, rng, m == "emb-mlp");
       train_it(emb);
     }
   }

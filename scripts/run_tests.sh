@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every check: the formatting check, the Release build's tests, the ASan+UBSan build's tests (both replay the
+# Runs every check: the formatting check, the layering check, the Release build's tests, the ASan+UBSan build's tests (both replay the
 # fuzz corpora), the ThreadSanitizer generation test, 20 s of fuzzing per parser, and a compile-only build of the
 # benchmarks and of the CUDA configuration (compiled and linked; its GPU tests skip without a GPU). Build trees live
 # in ./build-*. Every build compiles only what it checks: on 2 cores compilation is most of the time.
@@ -64,7 +64,12 @@ print_summary() {
 
 echo "== formatting (clang-format --dry-run -Werror)"
 git ls-files -- 'include/*.hpp' 'include/*.cuh' 'tests/*.cpp' 'tests/*.hpp' 'tests/*.cu' 'benchmarks/*.cpp' \
-  'benchmarks/*.hpp' 'benchmarks/*.cu' 'examples/*.cpp' 'examples/*.hpp' 'examples/*.cu' | xargs clang-format --dry-run -Werror
+  'benchmarks/*.hpp' 'benchmarks/*.cu' 'examples/*.cpp' 'examples/*.hpp' 'examples/*.cu' 'tools/*.cpp' 'tools/*.hpp' \
+  'tools/*.cu' | xargs clang-format --dry-run -Werror
+
+echo "== layering (scripts/check_layering.py: every include under include/ runs downward)"
+python3 scripts/check_layering.py
+tests/layering/selftest.sh
 
 echo "== release build + tests"
 # Benchmarks are only compiled (the compile-check build below), never run here: no optimized build of them.

@@ -10,7 +10,7 @@
 #include "prefixtune/backend/cuda/cross_attention.cuh"
 #include "prefixtune/backend/cuda/cross_entropy.cuh"
 #include "prefixtune/backend/cuda/elementwise.cuh"
+#include "prefixtune/backend/cuda/greedy.cuh"
 #include "prefixtune/backend/cuda/launch.cuh"
 #include "prefixtune/backend/cuda/rows.cuh"
 #include "prefixtune/cuda.hpp"
-#include "prefixtune/generate/greedy.cuh"

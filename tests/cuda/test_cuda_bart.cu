@@ -201,7 +201,6 @@ TEST_CASE("a BART prefix-tuning loss and its three prefixes' gradients on the GP
   Seq2SeqPrefix<float, Cuda> gprefix;
   gprefix.encoder = to_device<Cuda>(prefix.encoder), gprefix.decoder = to_device<Cuda>(prefix.decoder);
   gprefix.cross = to_device<Cuda>(prefix.cross);
-  gprefix.encoder_heads = prefix.encoder_heads, gprefix.decoder_heads = prefix.decoder_heads;
 
   // Row 1's source padded by 3, row 2's by 6; labels padded (-100) at the ends of rows 0 and 2.
   const std::int64_t B = 3, S = 9, T = 6;

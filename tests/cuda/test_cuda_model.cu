@@ -58,7 +58,7 @@ StepResult<Device> prefix_step(const Gpt2<float, Device>& m, const PrefixEncoder
   const auto ids = host_batch.ids.to<Device>(), targets = host_batch.targets.to<Device>();
   const auto mask = host_batch.mask.to<Device>();
   Tape<float, Device> tape;
-  auto kv = prefix_kv_from_table(tape, enc.forward(tape), m.config.n_layer, m.config.n_head);
+  auto kv = prefix_kv_from_table(tape, enc.forward(tape), m.config.kv_shape());
   auto hidden = gpt2_hidden(tape, m, ids, mask, kv, enc.length());
   auto loss = gpt2_loss(tape, m, hidden, targets, Reduction::SumPerSequenceMeanBatch);
   StepResult<Device> r;

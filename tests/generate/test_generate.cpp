@@ -49,7 +49,7 @@ std::vector<float> full_forward_last(const Gpt2<float>& m, const std::vector<std
   NoGradGuard no_grad;
   Tape<float> tape;
   PrefixKv<float> kv;
-  if (table.defined()) kv = prefix_kv_from_table(tape, Var<float>(table, false), m.config.n_layer, m.config.n_head);
+  if (table.defined()) kv = prefix_kv_from_table(tape, Var<float>(table, false), m.config.kv_shape());
   const auto x = Tensor<std::int32_t>::from_vector({1, static_cast<std::int64_t>(ids.size())}, ids);
   auto h = gpt2_hidden(tape, m, x, Tensor<std::uint8_t>(), kv, offset);
   const auto logits = gpt2_logits(m, h.value());

@@ -20,7 +20,7 @@
 
 #include <prefixtune/prefixtune.hpp>
 
-#include "../../examples/cli_cuda.hpp"
+#include "../../tools/prefixtune/cuda_commands.hpp"
 #include "test_util.hpp"
 #include "train/train_fixture.hpp"
 

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "prefixtune/io/safetensors.hpp"
+#include "prefixtune/models/kv_shape.hpp"
 #include "prefixtune/prefix/prefix.hpp"
 
 namespace prefixtune::test {
@@ -43,10 +44,9 @@ Tensor<T> cast_ids(const Tensor<std::int64_t>& t) {
 }
 
 // The reference's PEFT encoder (nn.Linear weights are [out, in]; ours [in, out]).
-inline PrefixEncoder<float> reference_encoder(const SafeTensorsFile& f, const Gpt2Config& c) {
+inline PrefixEncoder<float> reference_encoder(const SafeTensorsFile& f, const KvShape& s) {
   PrefixEncoder<float> e;
-  e.n_layer = c.n_layer;
-  e.n_embd = c.n_embd;
+  e.shape = s;
   e.embedding = Var<float>(f.load<float>("prefix_encoder.embedding.weight"), true);
   e.w1 = Var<float>(transpose2d(f.load<float>("prefix_encoder.transform.0.weight")), true);
   e.b1 = Var<float>(f.load<float>("prefix_encoder.transform.0.bias"), true);

@@ -78,9 +78,9 @@ struct Tables {
 };
 
 Seq2SeqPrefixKv<double> kv_of(Tape<double>& tape, const BartConfig& c, const Tables& t) {
-  return {prefix_kv_from_table(tape, t.enc, c.encoder_layers, c.encoder_attention_heads),
-          prefix_kv_from_table(tape, t.dec, c.decoder_layers, c.decoder_attention_heads),
-          prefix_kv_from_table(tape, t.cross, c.decoder_layers, c.decoder_attention_heads)};
+  return {prefix_kv_from_table(tape, t.enc, c.encoder_kv_shape()),
+          prefix_kv_from_table(tape, t.dec, c.decoder_kv_shape()),
+          prefix_kv_from_table(tape, t.cross, c.decoder_kv_shape())};
 }
 
 }  // namespace
@@ -182,9 +182,11 @@ TEST_CASE("BART: shift_tokens_right, loss and logits agree; bad inputs name the 
   Rng prng(1);
   PrefixConfig pc;
   pc.length = 2, pc.mid = 4;
-  const auto wrong = PrefixEncoder<double>::create(pc, 3, c.d_model, prng);  // 3 layers, the encoder has 2
+  KvShape three = c.encoder_kv_shape();
+  three.layers = 3;  // the encoder has 2
+  const auto wrong = PrefixEncoder<double>::create(pc, three, prng);
   Tape<double> t2;
-  const auto kv = prefix_kv_from_table(t2, wrong.forward(t2), 3, c.encoder_attention_heads);
+  const auto kv = prefix_kv_from_table(t2, wrong.forward(t2), three);
   CHECK(error_of([&] { (void)bart_encode(t2, m, b.source, b.mask, kv); }).find("encoder prefix has 3 layers") !=
         std::string::npos);
 }
@@ -489,9 +491,9 @@ TEST_CASE("PyTorch parity: BART with three prefixes (logits, loss, the three gra
   Var<float> ef(f.load<float>("prefix.encoder"), true), df(f.load<float>("prefix.decoder"), true),
       cf(f.load<float>("prefix.cross"), true);
   Tape<float> tf;
-  const Seq2SeqPrefixKv<float> kvf{prefix_kv_from_table(tf, ef, c.encoder_layers, c.encoder_attention_heads),
-                                   prefix_kv_from_table(tf, df, c.decoder_layers, c.decoder_attention_heads),
-                                   prefix_kv_from_table(tf, cf, c.decoder_layers, c.decoder_attention_heads)};
+  const Seq2SeqPrefixKv<float> kvf{prefix_kv_from_table(tf, ef, c.encoder_kv_shape()),
+                                   prefix_kv_from_table(tf, df, c.decoder_kv_shape()),
+                                   prefix_kv_from_table(tf, cf, c.decoder_kv_shape())};
   const auto hf =
       bart_decode(tf, mf, decoder_inputs, bart_encode(tf, mf, source, mask, kvf.encoder), mask, kvf.decoder, kvf.cross);
   CHECK(rel_err(bart_logits(mf, hf.value()), f.load<double>("logits_prefix")) < 1e-5);

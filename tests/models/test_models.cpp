@@ -230,7 +230,7 @@ TEST_CASE("prefix encoder: shapes, PyTorch default init ranges, merge, frozen mo
   for (auto& kv : before) snapshot[kv.first] = kv.second.to_vector();
   Batch b = random_batch(2, 6, m.config.vocab_size, rng);
   auto loss_of = [&](Tape<float>& tape, const Var<float>& table) {
-    auto kv = prefix_kv_from_table(tape, table, m.config.n_layer, m.config.n_head);
+    auto kv = prefix_kv_from_table(tape, table, m.config.kv_shape());
     auto h = gpt2_hidden(tape, m, b.ids, b.mask, kv, pc.offset());
     return gpt2_loss(tape, m, h, b.targets, Reduction::SumPerSequenceMeanBatch);
   };
@@ -307,7 +307,7 @@ TEST_CASE("a GPT-2 small (124M config, random weights) runs a full prefix-tuning
   auto enc = PrefixEncoder<float>::create(pc, m.config, rng);
   Batch b = random_batch(1, 16, m.config.vocab_size, rng);
   Tape<float> tape;
-  auto kv = prefix_kv_from_table(tape, enc.forward(tape), m.config.n_layer, m.config.n_head);
+  auto kv = prefix_kv_from_table(tape, enc.forward(tape), m.config.kv_shape());
   auto loss = gpt2_loss(tape, m, gpt2_hidden(tape, m, b.ids, b.mask, kv, pc.offset()), b.targets,
                         Reduction::SumPerSequenceMeanBatch);
   CHECK(std::isfinite(loss.value().item()));
@@ -353,7 +353,7 @@ Outputs run(const Gpt2<float>& m, const Reference& r, Tape<float>& tape, const V
   PrefixKv<float> kv;
   std::int64_t offset = 0;
   if (table.defined()) {
-    kv = prefix_kv_from_table(tape, table, m.config.n_layer, m.config.n_head);
+    kv = prefix_kv_from_table(tape, table, m.config.kv_shape());
     offset = table.shape()[0];
   }
   auto h = gpt2_hidden(tape, m, r.ids, r.mask, kv, offset);

@@ -17,7 +17,7 @@ namespace {
 double loss_with(const Gpt2<float>& m, const DirectPrefix<float>& prefix, const Tensor<std::int32_t>& ids) {
   NoGradGuard ng;
   Tape<float> tape;
-  auto kv = prefix_kv_from_table(tape, prefix.table, m.config.n_layer, m.config.n_head);
+  auto kv = prefix_kv_from_table(tape, prefix.table, m.config.kv_shape());
   auto h = gpt2_hidden(tape, m, ids, Tensor<std::uint8_t>(), kv, prefix.length());
   return gpt2_loss(tape, m, h, ids, Reduction::SumPerSequenceMeanBatch).value().item();
 }

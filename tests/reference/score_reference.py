@@ -16,7 +16,7 @@ command with and without the adapter; and recomputes every example in float64 he
 Exit status 0: every loss within 2e-5 relative and every token count equal; 1: a mismatch; 77: python3-torch or
 python3-regex is missing (CTest: skipped).
 
-    /usr/bin/python3 tests/reference/score_reference.py --cli build/examples/prefixtune --bpe tests/data/gpt2-bpe \
+    /usr/bin/python3 tests/reference/score_reference.py --cli build/tools/prefixtune/prefixtune --bpe tests/data/gpt2-bpe \
         --work /tmp/score_ref
 """
 

@@ -230,7 +230,7 @@ TEST_CASE("a run resumed at any step keeps the uninterrupted run's best validate
   check_resume_keeps_best(s,
                           [&](std::uint64_t seed) {
                             Rng rng(seed);
-                            return EmbeddingPrefix<float>::create(s.pc, s.model.config, rng, true, 0.5);
+                            return EmbeddingPrefix<float>::create(s.pc, s.model.config.n_embd, rng, true, 0.5);
                           },
                           "embedding-only", {9});
 }

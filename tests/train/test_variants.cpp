@@ -69,8 +69,8 @@ TEST_CASE("variant gradients match central finite differences in double (deep ML
   check_gradients(s.model, DirectPrefix<double>::random_normal(2, s.model.config, rng), batch);
   PrefixConfig emb = s.pc;
   emb.mid = 5;
-  check_gradients(s.model, EmbeddingPrefix<double>::create(emb, s.model.config, rng, false, 0.5), batch);
-  check_gradients(s.model, EmbeddingPrefix<double>::create(emb, s.model.config, rng, true, 0.5), batch);
+  check_gradients(s.model, EmbeddingPrefix<double>::create(emb, s.model.config.n_embd, rng, false, 0.5), batch);
+  check_gradients(s.model, EmbeddingPrefix<double>::create(emb, s.model.config.n_embd, rng, true, 0.5), batch);
   auto infix = DirectPrefix<double>::random_normal(2, s.model.config, rng);
   infix.placement = Placement::Infix;
   check_gradients(s.model, infix, batch);
@@ -134,7 +134,7 @@ TEST_CASE("prefix_from_words holds exactly the K/V the KV cache computes for tho
   (void)gpt2_extend(s.model, bank, cache, {0}, {words});
   NoGradGuard no_grad;
   Tape<double> tape;
-  const auto kv = prefix_kv_from_table(tape, prefix.table, s.model.config.n_layer, s.model.config.n_head);
+  const auto kv = prefix_kv_from_table(tape, prefix.table, s.model.config.kv_shape());
   const std::int64_t NH = s.model.config.n_head, HS = s.model.config.head_size();
   for (std::int64_t l = 0; l < s.model.config.n_layer; ++l)
     for (std::int64_t h = 0; h < NH; ++h)
@@ -154,7 +154,7 @@ TEST_CASE("an embedding-only prefix serves, merged, exactly what it trains with"
   Rng rng(9);
   PrefixConfig pc = s.pc;
   pc.mid = 8;
-  const auto emb = EmbeddingPrefix<double>::create(pc, s.model.config, rng, true, 0.5);
+  const auto emb = EmbeddingPrefix<double>::create(pc, s.model.config.n_embd, rng, true, 0.5);
   const auto merged = emb.merged(s.model);
   CHECK(merged.length() == 3);
   const TokenBatch batch = batch_of(s.valid, 5);
@@ -208,7 +208,7 @@ TEST_CASE("train_prefix trains every variant: the loss falls") {
   falls(DirectPrefix<float>::random_uniform(3, s.model.config, rng), "direct U(0,1)", 0.1);
   falls(prefix_from_words(s.model, {5, 9, 21}), "direct from words", 0.1);
   // Embedding-only tuning is the weakest (the paper's EMB rows): its loss falls less.
-  falls(EmbeddingPrefix<float>::create(s.pc, s.model.config, rng, false, 1.0), "embedding-only", 0.1, 0.9);
+  falls(EmbeddingPrefix<float>::create(s.pc, s.model.config.n_embd, rng, false, 1.0), "embedding-only", 0.1, 0.9);
   PrefixConfig infix = s.pc;
   infix.placement = Placement::Infix;
   falls(PrefixEncoder<float>::create(infix, s.model.config, rng), "infix MLP");

@@ -16,7 +16,9 @@
 #include "prefixtune/generate/beam_search.hpp"
 #include "prefixtune/generate/decode_loops.hpp"
 #include "prefixtune/generate/kv_cache.hpp"
+#include "prefixtune/generate/request.hpp"
 #include "prefixtune/models/bart.hpp"
+#include "prefixtune/ops/cached_attention.hpp"
 #include "prefixtune/ops/cross_attention.hpp"
 #include "prefixtune/prefix/seq2seq_bank.hpp"
 
@@ -178,8 +180,7 @@ Tensor<T, Device> bart_extend(const Bart<T, Device, Param>& m, const Seq2SeqBank
     const auto& L = m.decoder[static_cast<std::size_t>(l)];
     linear_forward(x, value_of(L.qkv_w), value_of(L.qkv_b), qkv);
     detail::bind_prefix(rows, cache, bank.decoder(), l);
-    cached_attention_kernel(Device{}, cache.dims(), rows.data(), R, qkv.data(), cache.k(l).data(), cache.v(l).data(),
-                            a.data());
+    cached_attention_forward(cache.dims(), rows, qkv, cache.k(l), cache.v(l), a);
     linear_forward(a, value_of(L.self_out_w), value_of(L.self_out_b), tmp);
     post_ln(L.self_ln_w, L.self_ln_b);
     linear_forward(x, value_of(L.cross_q_w), value_of(L.cross_q_b), q);
@@ -228,9 +229,7 @@ class BartDecoding {
     const BartConfig& c = m.config;
     const auto R = static_cast<std::int64_t>(requests.size());
     const std::int64_t capacity = std::min<std::int64_t>(cfg.max_new_tokens, c.max_position_embeddings);
-    state_.cache =
-        KvCache<T, Device>(c.decoder_layers, c.decoder_attention_heads, c.d_model / c.decoder_attention_heads,
-                           c.max_position_embeddings, R * slots_per_request, capacity);
+    state_.cache = KvCache<T, Device>(c.decoder_kv_shape(), R * slots_per_request, capacity);
     state_.request.assign(static_cast<std::size_t>(R * slots_per_request), 0);
     state_.memory = bart_cross_memory(m, bank, requests);
   }

@@ -15,7 +15,8 @@
 #include <vector>
 
 #include "prefixtune/core/tensor.hpp"
-#include "prefixtune/generate/sampling.hpp"
+#include "prefixtune/generate/request.hpp"
+#include "prefixtune/generate/token_choice.hpp"
 
 namespace prefixtune::detail {
 

@@ -1,43 +1,39 @@
 // SPDX-License-Identifier: MIT
 // KvCache: the keys and values of the real tokens of every row (slot) being decoded, per layer, kept apart from
-// the prefixes (which stay in the PrefixBank and are read by index, never copied), and gpt2_extend: the
-// incremental GPT-2 forward that appends tokens to slots and returns the logits of each row's last new token.
+// the prefixes (which stay in the PrefixBank and are read by index, never copied), for any model's stack (a
+// KvShape); and what every model's cached step shares: packing a step's rows, binding their bank prefixes, and
+// gathering each row's last state.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include "prefixtune/backend/cpu/cached_attention.hpp"
-#include "prefixtune/models/gpt2.hpp"
-#include "prefixtune/ops/elementwise.hpp"
-#include "prefixtune/ops/embedding.hpp"
-#include "prefixtune/ops/layer_norm.hpp"
-#include "prefixtune/ops/linear.hpp"
+#include "prefixtune/core/error.hpp"
+#include "prefixtune/core/tensor.hpp"
+#include "prefixtune/models/kv_shape.hpp"
+#include "prefixtune/ops/cached_attention.hpp"
 #include "prefixtune/prefix/prefix_bank.hpp"
 
 namespace prefixtune {
 
-/// Per layer (slots, NH, capacity, HS) keys and values of real tokens; each slot remembers how many tokens it holds
-/// and which bank prefix (kNoPrefix = none) its tokens attend to.
+/// Per layer (slots, KVH, capacity, HD) keys and values of real tokens; each slot remembers how many tokens it
+/// holds and which bank prefix (kNoPrefix = none) its tokens attend to.
 template <class T, class Device = Cpu>
 class KvCache {
  public:
   KvCache() = default;
-  KvCache(const Gpt2Config& c, std::int64_t slots, std::int64_t capacity)
-      : KvCache(c.n_layer, c.n_head, c.head_size(), c.n_positions, slots, capacity) {}
 
-  /// A cache for any causal stack (e.g. BART's decoder): n_layer layers of n_head heads of head_size channels,
-  /// `capacity` tokens per slot, at most `positions` (the model's context).
-  KvCache(std::int64_t n_layer, std::int64_t n_head, std::int64_t head_size, std::int64_t positions, std::int64_t slots,
-          std::int64_t capacity)
-      : dims_{n_head, head_size, capacity} {
+  /// A cache for any causal stack (a GPT-2 config converts to its KvShape; BART's decoder_kv_shape()): `slots`
+  /// rows of `capacity` tokens each, at most the stack's context.
+  KvCache(const KvShape& shape, std::int64_t slots, std::int64_t capacity)
+      : shape_(shape), dims_{shape.kv_heads, shape.head_dim, capacity} {
     PREFIXTUNE_CHECK(slots >= 1 && capacity >= 1, "KvCache: slots (", slots, ") and capacity (", capacity,
                      ") must be >= 1");
-    PREFIXTUNE_CHECK(capacity <= positions, "KvCache: capacity ", capacity, " exceeds the model's context of ",
-                     positions, " positions");
-    const Shape s{slots, n_head, capacity, head_size};
-    for (std::int64_t l = 0; l < n_layer; ++l) {
+    PREFIXTUNE_CHECK(capacity <= shape.positions, "KvCache: capacity ", capacity, " exceeds the model's context of ",
+                     shape.positions, " positions");
+    const Shape s{slots, shape.kv_heads, capacity, shape.head_dim};
+    for (std::int64_t l = 0; l < shape.layers; ++l) {
       k_.push_back(Tensor<T, Device>(s));
       v_.push_back(Tensor<T, Device>(s));
     }
@@ -50,6 +46,8 @@ class KvCache {
   std::int64_t capacity() const { return dims_.capacity; }
   std::int64_t length(std::int64_t slot) const { return length_.at(static_cast<std::size_t>(slot)); }
   std::int64_t prefix(std::int64_t slot) const { return prefix_.at(static_cast<std::size_t>(slot)); }
+  /// The stack this cache was made for.
+  const KvShape& shape() const { return shape_; }
   const detail::CachedAttentionDims& dims() const { return dims_; }
   Tensor<T, Device>& k(std::int64_t l) { return k_.at(static_cast<std::size_t>(l)); }
   Tensor<T, Device>& v(std::int64_t l) { return v_.at(static_cast<std::size_t>(l)); }
@@ -72,15 +70,15 @@ class KvCache {
     if (dst == src) return;
     const std::int64_t n = length_[static_cast<std::size_t>(src)];
     for (std::size_t l = 0; l < k_.size(); ++l) {
-      cache_copy_slot_kernel(Device{}, dims_, k_[l].data(), dst, src, n);
-      cache_copy_slot_kernel(Device{}, dims_, v_[l].data(), dst, src, n);
+      cache_copy_slot(dims_, k_[l], dst, src, n);
+      cache_copy_slot(dims_, v_[l], dst, src, n);
     }
     length_[static_cast<std::size_t>(dst)] = n;
     prefix_[static_cast<std::size_t>(dst)] = prefix_[static_cast<std::size_t>(src)];
     from_[static_cast<std::size_t>(dst)] = from_[static_cast<std::size_t>(src)];
   }
 
-  /// Records that `count` tokens were appended to slot (done by gpt2_extend after all layers).
+  /// Records that `count` tokens were appended to slot (done by a model's cached step after all layers).
   void advance(std::int64_t slot, std::int64_t count) { length_.at(static_cast<std::size_t>(slot)) += count; }
 
   void check_slot(std::int64_t slot) const {
@@ -88,6 +86,7 @@ class KvCache {
   }
 
  private:
+  KvShape shape_{};
   detail::CachedAttentionDims dims_;
   std::vector<Tensor<T, Device>> k_, v_;
   std::vector<std::int64_t> length_, prefix_, from_;
@@ -183,56 +182,5 @@ Tensor<T, Device> last_token_states(const Tensor<T, Device>& x, const std::vecto
 }
 
 }  // namespace detail
-
-/// Appends tokens[r] to cache slot slots[r] for every row r (rows may carry different prefixes, past lengths and
-/// token counts >= 1) and returns the logits (R, V) at each row's last new token. Real tokens take positions
-/// bank.position_offset(prefix) + index in the slot (an infix: index, plus P from the slot's visible_from on).
-/// Errors name the row: a token id out of range, a slot
-/// listed twice, or more tokens than the cache capacity / the model's context holds.
-template <class T, class Device, class Param>
-Tensor<T, Device> gpt2_extend(const Gpt2<T, Device, Param>& m, const PrefixBank<T, Device>& bank,
-                              KvCache<T, Device>& cache, const std::vector<std::int64_t>& slots,
-                              const std::vector<std::vector<std::int32_t>>& tokens) {
-  const Gpt2Config& c = m.config;
-  PREFIXTUNE_CHECK(cache.dims().NH == c.n_head && cache.dims().HS == c.head_size(),
-                   "gpt2_extend: the cache was made for another model");
-  auto step = detail::pack_cached_step("gpt2_extend", cache, bank, slots, tokens, c.vocab_size, c.n_positions,
-                                       [&](std::int64_t s, std::int64_t i) {
-                                         return detail::token_position(bank, cache.prefix(s), cache.visible_from(s), i);
-                                       });
-  auto& rows = step.rows;
-  const auto R = static_cast<std::int64_t>(rows.size());
-  const std::int64_t N = step.tokens, C = c.n_embd;
-  const auto dids = step.ids.template to<Device>(), dpos = step.pos.template to<Device>();
-  Tensor<T, Device> x({N, C}), tmp({N, C}), a({N, C}), qkv({N, 3 * C}), f({N, 4 * C}), g({N, 4 * C}), none;
-  embedding_forward(dids, detail::value_of(m.wte), x);
-  embedding_forward(dpos, detail::value_of(m.wpe), tmp);
-  accumulate(x, tmp);
-  const T eps = static_cast<T>(c.layer_norm_epsilon);
-  for (std::int64_t l = 0; l < c.n_layer; ++l) {
-    const auto& b = m.h[static_cast<std::size_t>(l)];
-    using detail::value_of;
-    layer_norm_forward(x, value_of(b.ln_1_w), value_of(b.ln_1_b), eps, a, none, none);
-    linear_forward(a, value_of(b.attn_w), value_of(b.attn_b), qkv);
-    detail::bind_prefix(rows, cache, bank, l);
-    cached_attention_kernel(Device{}, cache.dims(), rows.data(), R, qkv.data(), cache.k(l).data(), cache.v(l).data(),
-                            a.data());
-    linear_forward(a, value_of(b.attn_proj_w), value_of(b.attn_proj_b), tmp);
-    accumulate(x, tmp);
-    layer_norm_forward(x, value_of(b.ln_2_w), value_of(b.ln_2_b), eps, a, none, none);
-    linear_forward(a, value_of(b.fc_w), value_of(b.fc_b), f);
-    gelu_forward(f, g);
-    linear_forward(g, value_of(b.mlp_proj_w), value_of(b.mlp_proj_b), tmp);
-    accumulate(x, tmp);
-  }
-  for (const auto& w : rows) cache.advance(w.slot, w.count);
-  const Tensor<T, Device> last = detail::last_token_states(x, rows);
-  Tensor<T, Device> normed({R, C});
-  layer_norm_forward(last, detail::value_of(m.ln_f_w), detail::value_of(m.ln_f_b), eps, normed, none, none);
-  const Tensor<T, Device> e = detail::value_of(m.head());
-  Tensor<T, Device> logits({R, e.size(0)});
-  gemm(normed, Trans::N, e, Trans::T, logits);
-  return logits;
-}
 
 }  // namespace prefixtune

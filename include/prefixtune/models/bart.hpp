@@ -12,7 +12,7 @@
 #include "prefixtune/autograd/functions.hpp"
 #include "prefixtune/backend/gemm.hpp"
 #include "prefixtune/models/bart_config.hpp"
-#include "prefixtune/models/gpt2.hpp"
+#include "prefixtune/models/prefix_kv.hpp"
 
 namespace prefixtune {
 
@@ -59,13 +59,6 @@ struct Bart {
 
   /// The matrix the LM head multiplies by: lm_head when present, else the tied shared embedding.
   const Param& head() const { return detail::value_of(lm_head).defined() ? lm_head : shared; }
-};
-
-/// The three prefixes of an encoder-decoder (each empty = none): seen by the encoder's self-attention, the
-/// decoder's self-attention, and the decoder's cross-attention (before the encoder states).
-template <class T, class Device = Cpu>
-struct Seq2SeqPrefixKv {
-  PrefixKv<T, Device> encoder, decoder, cross;
 };
 
 namespace detail {

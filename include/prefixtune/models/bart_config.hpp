@@ -9,6 +9,7 @@
 
 #include "prefixtune/core/error.hpp"
 #include "prefixtune/io/json_fields.hpp"
+#include "prefixtune/models/kv_shape.hpp"
 
 namespace prefixtune {
 
@@ -24,6 +25,17 @@ struct BartConfig {
   std::int64_t pad_token_id = 1, bos_token_id = 0, eos_token_id = 2, decoder_start_token_id = 2;
   std::int64_t forced_bos_token_id = -1;  // generation's forced first token (bart-large: 0); -1 = none
   double layer_norm_epsilon = 1e-5;       // nn.LayerNorm's default (BART has no config key for it)
+
+  /// The K/V of the encoder's self-attention prefix; decoder_kv_shape() is that of the decoder's self-attention
+  /// and of its cross-attention prefixes. BART's prefixes shift no positions.
+  KvShape encoder_kv_shape() const {
+    return KvShape{encoder_layers, encoder_attention_heads, d_model / encoder_attention_heads, max_position_embeddings,
+                   false};
+  }
+  KvShape decoder_kv_shape() const {
+    return KvShape{decoder_layers, decoder_attention_heads, d_model / decoder_attention_heads, max_position_embeddings,
+                   false};
+  }
 
   /// BART's learned positions start at row 2 of embed_positions (a fairseq legacy).
   static constexpr std::int64_t kPositionOffset = 2;

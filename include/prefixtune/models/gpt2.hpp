@@ -12,6 +12,7 @@
 #include "prefixtune/autograd/functions.hpp"
 #include "prefixtune/backend/gemm.hpp"
 #include "prefixtune/models/gpt2_config.hpp"
+#include "prefixtune/models/prefix_kv.hpp"
 
 namespace prefixtune {
 
@@ -26,20 +27,11 @@ struct Gpt2Block {
   Param mlp_proj_w, mlp_proj_b;    // h.{i}.mlp.c_proj.weight/bias    (4C, C), (C)
 };
 
-/// Per-layer prefix keys and values, each (1 or B, NH, P, HS); empty vectors mean no prefix. visible_from (B),
-/// when defined, places them as an infix: row b's tokens t >= visible_from[b] see the slots and take positions
-/// shifted by P (the infix occupies positions visible_from[b] .. + P - 1); earlier tokens never see them.
-template <class T, class Device = Cpu>
-struct PrefixKv {
-  std::vector<Var<T, Device>> k, v;
-  Tensor<std::int32_t, Cpu> visible_from;
-  bool empty() const { return k.empty(); }
-  std::int64_t length() const { return k.empty() ? 0 : k[0].value().size(2); }
-};
-
 /// A GPT-2 model: config plus weights. Param is Tensor<T, Device> (frozen) or Var<T, Device> (trainable).
 template <class T, class Device = Cpu, class Param = Tensor<T, Device>>
 struct Gpt2 {
+  using value_type = T;
+  using device_type = Device;
   Gpt2Config config;
   Param wte;  // (V, C) token embedding, also the LM head when lm_head is undefined (tied)
   Param wpe;  // (n_positions, C)

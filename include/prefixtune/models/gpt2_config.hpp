@@ -9,6 +9,7 @@
 
 #include "prefixtune/core/error.hpp"
 #include "prefixtune/io/json_fields.hpp"
+#include "prefixtune/models/kv_shape.hpp"
 
 namespace prefixtune {
 
@@ -22,6 +23,11 @@ struct Gpt2Config {
   double layer_norm_epsilon = 1e-5;
 
   std::int64_t head_size() const { return n_embd / n_head; }
+
+  /// The K/V a prefix fills: n_layer layers of n_head heads of head_size(), positions shifted by the prefix.
+  KvShape kv_shape() const { return KvShape{n_layer, n_head, head_size(), n_positions, true}; }
+  /// A GPT-2 config stands for its one stack wherever a KvShape is asked for (PrefixBank, prefix files, ...).
+  operator KvShape() const { return kv_shape(); }  // NOLINT(google-explicit-constructor)
 
   /// GPT-2 small (124M parameters).
   static Gpt2Config gpt2_small() { return Gpt2Config{}; }

@@ -15,11 +15,11 @@ namespace prefixtune {
 /// 0..n-1 and returns every layer's keys and values, each (1, NH, n, HS): the K/V the model's attention would
 /// read for those n tokens. Differentiable with respect to `inputs` (a Var) and to trainable weights.
 template <class T, class Device, class Param, class X>
-PrefixKv<T, Device> gpt2_kv_of_embeddings(Tape<T, Device>& tape, const Gpt2<T, Device, Param>& m, const X& inputs) {
+PrefixKv<T, Device> kv_of_embeddings(Tape<T, Device>& tape, const Gpt2<T, Device, Param>& m, const X& inputs) {
   const Gpt2Config& c = m.config;
   const Tensor<T, Device> iv = detail::value_of(inputs);
   PREFIXTUNE_CHECK(iv.defined() && iv.rank() == 2 && iv.size(1) == c.n_embd && iv.size(0) >= 1,
-                   "gpt2_kv_of_embeddings: inputs ", iv.defined() ? iv.shape().to_string() : std::string("(undefined)"),
+                   "kv_of_embeddings: inputs ", iv.defined() ? iv.shape().to_string() : std::string("(undefined)"),
                    " must be (n >= 1, n_embd = ", c.n_embd, ")");
   const std::int64_t n = iv.size(0), C = c.n_embd, NH = c.n_head, HS = c.head_size();
   const auto pos = detail::gpt2_positions(1, n, 0, c.n_positions).template to<Device>();
@@ -43,19 +43,19 @@ PrefixKv<T, Device> gpt2_kv_of_embeddings(Tape<T, Device>& tape, const Gpt2<T, D
 
 /// The per-layer keys and values of the tokens `ids` read alone at positions 0..n-1 (no gradient).
 template <class T, class Device, class Param>
-PrefixKv<T, Device> gpt2_kv_of_tokens(const Gpt2<T, Device, Param>& m, const std::vector<std::int32_t>& ids) {
+PrefixKv<T, Device> kv_of_tokens(const Gpt2<T, Device, Param>& m, const std::vector<std::int32_t>& ids) {
   const Gpt2Config& c = m.config;
-  PREFIXTUNE_CHECK(!ids.empty(), "gpt2_kv_of_tokens: no tokens");
+  PREFIXTUNE_CHECK(!ids.empty(), "kv_of_tokens: no tokens");
   auto t = Tensor<std::int32_t, Cpu>::empty({static_cast<std::int64_t>(ids.size())});
   for (std::size_t i = 0; i < ids.size(); ++i) {
-    PREFIXTUNE_CHECK(ids[i] >= 0 && ids[i] < c.vocab_size, "gpt2_kv_of_tokens: token ", i, " has id ", ids[i],
+    PREFIXTUNE_CHECK(ids[i] >= 0 && ids[i] < c.vocab_size, "kv_of_tokens: token ", i, " has id ", ids[i],
                      ", outside the vocabulary [0, ", c.vocab_size, ")");
     t.data()[i] = ids[i];
   }
   NoGradGuard no_grad;
   Tape<T, Device> tape;
   const auto x = embedding(tape, t.template to<Device>(), m.wte);
-  return gpt2_kv_of_embeddings(tape, m, x);
+  return kv_of_embeddings(tape, m, x);
 }
 
 }  // namespace prefixtune

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Prefixes made by the frozen model itself: EmbeddingPrefix (the paper's embedding-only ablation: P trainable
 // input embeddings, optionally through a C -> mid -> C MLP, read by the model at positions 0..P-1; their per-layer
-// K/V are the prefix) and prefix_from_words (a direct table initialized from the K/V of real words).
+// K/V are the prefix) and prefix_from_words (a direct table initialized from the K/V of real words). Any model
+// family with kv_of_embeddings / kv_of_tokens overloads (models/<family>_kv.hpp) serves.
 #pragma once
 
 #include <cstdint>
@@ -23,14 +24,16 @@ struct EmbeddingPrefix {
 
   /// P embeddings drawn from N(0, init_scale^2) (the default 0.02 is GPT-2's embedding scale), and with `mlp` the
   /// MLP with PyTorch's default initialization.
-  static EmbeddingPrefix create(const PrefixConfig& pc, const Gpt2Config& c, Rng& rng, bool mlp = false,
+  /// `hidden_size`: the width of the model's input embeddings (GPT-2's n_embd).
+  static EmbeddingPrefix create(const PrefixConfig& pc, std::int64_t hidden_size, Rng& rng, bool mlp = false,
                                 double init_scale = 0.02) {
     pc.validate();
     PREFIXTUNE_CHECK(init_scale > 0, "EmbeddingPrefix: init_scale must be > 0, got ", init_scale);
     EmbeddingPrefix e;
     e.config = pc;
     e.mlp = mlp;
-    const std::int64_t C = c.n_embd;
+    PREFIXTUNE_CHECK(hidden_size >= 1, "EmbeddingPrefix: hidden_size must be >= 1, got ", hidden_size);
+    const std::int64_t C = hidden_size;
     auto emb = Tensor<T, Device>::empty({pc.length, C});
     fill_normal(emb, rng, 0.0, init_scale);
     e.embedding = Var<T, Device>(emb, true, "prefix.embedding");
@@ -57,16 +60,14 @@ struct EmbeddingPrefix {
     if (config.dropout > 0 && dropout_rng) x = dropout(tape, x, static_cast<T>(config.dropout), *dropout_rng);
     return x;
   }
-  template <class Param>
-  PrefixKv<T, Device> prefix_kv(Tape<T, Device>& tape, const Gpt2<T, Device, Param>& m,
-                                Rng* dropout_rng = nullptr) const {
-    PREFIXTUNE_CHECK(embedding.value().size(1) == m.config.n_embd, "EmbeddingPrefix: embeddings ",
-                     embedding.value().shape(), " do not fit the model's n_embd = ", m.config.n_embd);
-    return gpt2_kv_of_embeddings(tape, m, inputs(tape, dropout_rng));
+  /// The K/V the model computes from the embeddings (kv_of_embeddings checks their width against the model).
+  template <class Model>
+  PrefixKv<T, Device> prefix_kv(Tape<T, Device>& tape, const Model& m, Rng* dropout_rng = nullptr) const {
+    return kv_of_embeddings(tape, m, inputs(tape, dropout_rng));
   }
   /// The K/V the model computes from the embeddings, as a table to serve like any prefix.
-  template <class Param>
-  DirectPrefix<T, Device> merged(const Gpt2<T, Device, Param>& m) const {
+  template <class Model>
+  DirectPrefix<T, Device> merged(const Model& m) const {
     NoGradGuard no_grad;
     Tape<T, Device> tape;
     return DirectPrefix<T, Device>{Var<T, Device>(prefix_table_from_kv(prefix_kv(tape, m)), true, "prefix.table"),
@@ -76,10 +77,10 @@ struct EmbeddingPrefix {
 
 /// A direct prefix of P = ids.size() slots holding exactly the per-layer K/V the frozen model computes for the
 /// tokens `ids` read alone (the paper's initialization from real words, e.g. the tokens of " table-to-text:").
-template <class T, class Device, class Param>
-DirectPrefix<T, Device> prefix_from_words(const Gpt2<T, Device, Param>& m, const std::vector<std::int32_t>& ids) {
+template <class Model, class T = typename Model::value_type, class Device = typename Model::device_type>
+DirectPrefix<T, Device> prefix_from_words(const Model& m, const std::vector<std::int32_t>& ids) {
   PREFIXTUNE_CHECK(!ids.empty(), "prefix_from_words: the words encode to no tokens");
-  return DirectPrefix<T, Device>{Var<T, Device>(prefix_table_from_kv(gpt2_kv_of_tokens(m, ids)), true, "prefix.table")};
+  return DirectPrefix<T, Device>{Var<T, Device>(prefix_table_from_kv(kv_of_tokens(m, ids)), true, "prefix.table")};
 }
 
 }  // namespace prefixtune

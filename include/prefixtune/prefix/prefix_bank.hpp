@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// PrefixBank: many users' merged prefixes, materialized once as per-layer K/V (NH, P, HS), served by index.
+// PrefixBank: many users' merged prefixes, materialized once as per-layer K/V (KVH, P, HD), served by index.
 // Generation reads a per-row index into the bank, so one batch serves many users without copying prefix K/V.
 #pragma once
 
@@ -10,7 +10,8 @@
 
 #include "prefixtune/core/error.hpp"
 #include "prefixtune/core/tensor.hpp"
-#include "prefixtune/models/gpt2_config.hpp"
+#include "prefixtune/models/kv_shape.hpp"
+#include "prefixtune/prefix/kv_table.hpp"
 #include "prefixtune/prefix/prefix.hpp"
 
 namespace prefixtune {
@@ -22,44 +23,42 @@ template <class T, class Device = Cpu>
 class PrefixBank {
  public:
   PrefixBank() = default;
-  explicit PrefixBank(const Gpt2Config& config) : config_(config) {}
+  /// A bank for one attention stack (a model config converts to its KvShape).
+  explicit PrefixBank(const KvShape& shape) : shape_(shape) {}
 
-  const Gpt2Config& config() const { return config_; }
+  const KvShape& shape() const { return shape_; }
 
-  /// Adds a merged prefix table (P, 2*L*C) (PEFT's prompt_embeddings layout) and returns its index. `name` (may be
-  /// empty) must be new; position_offset is the position of the first real token: -1 = P (the paper, PEFT), or 0.
+  /// Adds a merged prefix table (P, 2*L*KVH*HD) (PEFT's prompt_embeddings layout) and returns its index. `name`
+  /// (may be empty) must be new; position_offset is the position of the first real token: -1 = the stack's rule
+  /// (P for GPT-2 as in the paper and PEFT, 0 for BART), or a position.
   /// A Placement::Infix entry is seen only from the last prompt token on (the separator before the target), and
   /// that token and the generated ones take positions P further (position_offset must be -1).
   std::int64_t add(const Tensor<T, Cpu>& table, const std::string& name = "", std::int64_t position_offset = -1,
                    Placement placement = Placement::Prefix) {
-    const Gpt2Config& c = config_;
+    const KvShape& s = shape_;
     const std::string who = name.empty() ? std::string("prefix #") + std::to_string(entries_.size()) : name;
-    PREFIXTUNE_CHECK(
-        table.defined() && table.rank() == 2 && table.size(0) >= 1 && table.size(1) == 2 * c.n_layer * c.n_embd,
-        "PrefixBank: ", who, " has shape ", table.defined() ? table.shape().to_string() : std::string("(undefined)"),
-        ", the model needs (P >= 1, 2 * n_layer * n_embd = ", 2 * c.n_layer * c.n_embd, ")");
+    PREFIXTUNE_CHECK(table.defined() && table.rank() == 2 && table.size(0) >= 1 && table.size(1) == s.table_width(),
+                     "PrefixBank: ", who, " has shape ",
+                     table.defined() ? table.shape().to_string() : std::string("(undefined)"),
+                     ", the model needs (P >= 1, 2 * layers * kv_heads * head_dim = ", s.table_width(), ")");
     PREFIXTUNE_CHECK(name.empty() || !by_name_.count(name), "PrefixBank: a prefix named '", name, "' is already there");
-    const std::int64_t P = table.size(0), NH = c.n_head, HS = c.head_size(), W = table.size(1);
+    const std::int64_t P = table.size(0);
     Entry e;
     e.name = name;
     e.length = P;
     PREFIXTUNE_CHECK(placement == Placement::Prefix || position_offset < 0, "PrefixBank: ", who,
                      " is an infix: position_offset does not apply");
-    e.offset = position_offset < 0 ? P : position_offset;  // an infix takes P positions too
     e.infix = placement == Placement::Infix;
-    PREFIXTUNE_CHECK(e.offset < c.n_positions, "PrefixBank: ", who, " puts the first token at position ", e.offset,
-                     " but the model has n_positions = ", c.n_positions);
-    const T* src = table.data();
-    for (std::int64_t l = 0; l < c.n_layer; ++l) {
-      for (int kv = 0; kv < 2; ++kv) {
-        auto t = Tensor<T, Cpu>::empty({NH, P, HS});
-        for (std::int64_t h = 0; h < NH; ++h)
-          for (std::int64_t p = 0; p < P; ++p) {
-            const T* row = src + p * W + ((2 * l + kv) * NH + h) * HS;
-            std::copy(row, row + HS, t.data() + (h * P + p) * HS);
-          }
-        (kv == 0 ? e.k : e.v).push_back(t.template to<Device>());
-      }
+    e.offset = e.infix ? P : s.first_position(P, position_offset);  // an infix takes P positions too
+    PREFIXTUNE_CHECK(e.offset < s.positions, "PrefixBank: ", who, " puts the first token at position ", e.offset,
+                     " but the model has n_positions = ", s.positions);
+    NoGradGuard no_grad;
+    Tape<T, Cpu> tape;
+    const PrefixKv<T, Cpu> kv = prefix_kv_from_table(tape, Var<T, Cpu>(table), s);
+    for (std::int64_t l = 0; l < s.layers; ++l) {
+      const auto i = static_cast<std::size_t>(l);
+      e.k.push_back(kv.k[i].value().reshape({s.kv_heads, P, s.head_dim}).template to<Device>());
+      e.v.push_back(kv.v[i].value().reshape({s.kv_heads, P, s.head_dim}).template to<Device>());
     }
     if (!name.empty()) by_name_[name] = static_cast<std::int64_t>(entries_.size());
     entries_.push_back(std::move(e));
@@ -95,7 +94,7 @@ class PrefixBank {
     return infix(i) && prompt_length > 0 ? static_cast<std::int64_t>(prompt_length) - 1 : 0;
   }
   const std::string& name(std::int64_t i) const { return entry(i).name; }
-  /// Layer l's keys / values (NH, P, HS) of entry i.
+  /// Layer l's keys / values (KVH, P, HD) of entry i.
   const Tensor<T, Device>& k(std::int64_t i, std::int64_t l) const {
     return entry(i).k.at(static_cast<std::size_t>(l));
   }
@@ -121,7 +120,7 @@ class PrefixBank {
     PREFIXTUNE_CHECK(i != kNoPrefix, "PrefixBank: entry -1 (no prefix) has no K/V");
     return entries_[static_cast<std::size_t>(i)];
   }
-  Gpt2Config config_{};
+  KvShape shape_{};
   std::vector<Entry> entries_;
   std::unordered_map<std::string, std::int64_t> by_name_;
 };

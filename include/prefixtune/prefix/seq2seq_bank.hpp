@@ -19,13 +19,13 @@ class Seq2SeqBank {
   Seq2SeqBank() = default;
   explicit Seq2SeqBank(const BartConfig& c)
       : config_(c),
-        encoder_(stack(c.encoder_layers, c.encoder_attention_heads, c)),
-        decoder_(stack(c.decoder_layers, c.decoder_attention_heads, c)),
-        cross_(stack(c.decoder_layers, c.decoder_attention_heads, c)) {}
+        encoder_(c.encoder_kv_shape()),
+        decoder_(c.decoder_kv_shape()),
+        cross_(c.decoder_kv_shape()) {}
 
   const BartConfig& config() const { return config_; }
 
-  /// Adds merged tables (P, 2 * layers * d_model) each, all of one length P; returns the entry's index. `name`
+  /// Adds merged tables (P, 2 * layers * d_model) each (KvShape::table_width of each stack), all of one length P; returns the entry's index. `name`
   /// (may be empty) must be new. Nothing is added when any table is refused.
   template <class D>
   std::int64_t add(const Seq2SeqTables<T, D>& t, const std::string& name = "") {
@@ -36,12 +36,12 @@ class Seq2SeqBank {
                      rows(t.cross), " rows (they must share one length P)");
     PREFIXTUNE_CHECK(name.empty() || !encoder_.contains(name), "Seq2SeqBank: a prefix named '", name,
                      "' is already there");
-    check_width(t.encoder, config_.encoder_layers, who, "encoder");
-    check_width(t.decoder, config_.decoder_layers, who, "decoder");
-    check_width(t.cross, config_.decoder_layers, who, "cross");
-    encoder_.add(t.encoder.table.value().template to<Cpu>(), name, 0);
-    decoder_.add(t.decoder.table.value().template to<Cpu>(), name, 0);
-    return cross_.add(t.cross.table.value().template to<Cpu>(), name, 0);
+    check_width(t.encoder, encoder_.shape(), who, "encoder");
+    check_width(t.decoder, decoder_.shape(), who, "decoder");
+    check_width(t.cross, cross_.shape(), who, "cross");
+    encoder_.add(t.encoder.table.value().template to<Cpu>(), name);
+    decoder_.add(t.decoder.table.value().template to<Cpu>(), name);
+    return cross_.add(t.cross.table.value().template to<Cpu>(), name);
   }
 
   std::int64_t size() const { return encoder_.size(); }
@@ -51,22 +51,15 @@ class Seq2SeqBank {
   std::int64_t length(std::int64_t i) const { return encoder_.length(i); }
   void check_index(std::int64_t i, const char* where) const { encoder_.check_index(i, where); }
 
-  /// Per-layer K/V (NH, P, HS) of the encoder self-attention / decoder self-attention / cross-attention prefixes.
+  /// Per-layer K/V (KVH, P, HD) of the encoder self-attention / decoder self-attention / cross-attention prefixes.
   const PrefixBank<T, Device>& encoder() const { return encoder_; }
   const PrefixBank<T, Device>& decoder() const { return decoder_; }
   const PrefixBank<T, Device>& cross() const { return cross_; }
 
  private:
-  /// The dims a PrefixBank reads, for one stack (positions: BART's prefixes shift none).
-  static Gpt2Config stack(std::int64_t layers, std::int64_t heads, const BartConfig& c) {
-    Gpt2Config g;
-    g.n_layer = layers, g.n_head = heads, g.n_embd = c.d_model;
-    g.n_positions = c.max_position_embeddings, g.vocab_size = c.vocab_size;
-    return g;
-  }
   template <class D>
-  void check_width(const DirectPrefix<T, D>& p, std::int64_t layers, const std::string& who, const char* which) const {
-    const std::int64_t want = 2 * layers * config_.d_model;
+  void check_width(const DirectPrefix<T, D>& p, const KvShape& s, const std::string& who, const char* which) const {
+    const std::int64_t layers = s.layers, want = s.table_width();
     PREFIXTUNE_CHECK(p.table.defined() && p.table.value().rank() == 2 && p.table.value().size(1) == want,
                      "Seq2SeqBank: ", who, "'s ", which, " table has shape ",
                      p.table.defined() ? p.table.value().shape().to_string() : std::string("(undefined)"),

@@ -17,8 +17,8 @@ namespace detail {
 /// The tensor names of the three tables, in Seq2SeqTables order, with the layer count each table spans.
 inline const char* const kSeq2SeqTableNames[3] = {"encoder_prefix.table", "decoder_prefix.table", "cross_prefix.table"};
 
-inline std::int64_t seq2seq_table_layers(const BartConfig& c, int which) {
-  return which == 0 ? c.encoder_layers : c.decoder_layers;
+inline KvShape seq2seq_table_shape(const BartConfig& c, int which) {
+  return which == 0 ? c.encoder_kv_shape() : c.decoder_kv_shape();
 }
 
 }  // namespace detail
@@ -32,7 +32,7 @@ void save_seq2seq_prefix(const std::string& path, const Seq2SeqTables<T, Device>
   std::int64_t P = -1;
   for (int i = 0; i < 3; ++i) {
     const auto table = parts[i]->table.value().template to<Cpu>();
-    const std::int64_t width = 2 * detail::seq2seq_table_layers(c, i) * c.d_model;
+    const std::int64_t width = detail::seq2seq_table_shape(c, i).table_width();
     PREFIXTUNE_CHECK(table.rank() == 2 && table.size(0) >= 1 && table.size(1) == width && (P < 0 || table.size(0) == P),
                      path, ": ", detail::kSeq2SeqTableNames[i], " of shape ", table.shape(),
                      " does not fit the model (expected (P, ", width, ") with one P for all three)");
@@ -62,10 +62,11 @@ Seq2SeqTables<T, Device> load_seq2seq_prefix(const std::string& path, const Bart
     const char* name = detail::kSeq2SeqTableNames[i];
     PREFIXTUNE_CHECK(file.has(name), path, ": no '", name, "' tensor (not a prefixtune seq2seq prefix file)");
     auto table = file.load<T>(name, true);
-    const std::int64_t width = 2 * detail::seq2seq_table_layers(c, i) * c.d_model;
+    const KvShape shape = detail::seq2seq_table_shape(c, i);
+    const std::int64_t width = shape.table_width();
     PREFIXTUNE_CHECK(table.rank() == 2 && table.size(0) >= 1 && table.size(1) == width && (P < 0 || table.size(0) == P),
                      path, ": ", name, " of shape ", table.shape(), " does not fit the model (expected (P, ", width,
-                     ") = (P, 2 * ", detail::seq2seq_table_layers(c, i), " layers * d_model ", c.d_model,
+                     ") = (P, 2 * ", shape.layers, " layers * d_model ", c.d_model,
                      ") with one P for all three)");
     P = table.size(0);
     *parts[i] = DirectPrefix<T, Device>{Var<T, Device>(table.template to<Device>(), true, name)};

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "prefixtune/models/bart.hpp"
+#include "prefixtune/prefix/kv_table.hpp"
 #include "prefixtune/prefix/prefix.hpp"
 
 namespace prefixtune {
@@ -23,18 +24,15 @@ struct Seq2SeqTables {
 /// "decoder_prefix.*" and "cross_prefix.*".
 template <class T, class Device = Cpu>
 struct Seq2SeqPrefix {
-  PrefixEncoder<T, Device> encoder, decoder, cross;
-  std::int64_t encoder_heads = 0, decoder_heads = 0;
+  PrefixEncoder<T, Device> encoder, decoder, cross;  // each knows its stack's KvShape
 
   static Seq2SeqPrefix create(const PrefixConfig& pc, const BartConfig& c, Rng& rng) {
     PREFIXTUNE_CHECK(pc.placement == Placement::Prefix && pc.position_offset < 0,
                      "Seq2SeqPrefix: an encoder-decoder's prefixes shift no positions and have no infix form");
     Seq2SeqPrefix s;
-    s.encoder = named(PrefixEncoder<T, Device>::create(pc, c.encoder_layers, c.d_model, rng), "encoder_prefix");
-    s.decoder = named(PrefixEncoder<T, Device>::create(pc, c.decoder_layers, c.d_model, rng), "decoder_prefix");
-    s.cross = named(PrefixEncoder<T, Device>::create(pc, c.decoder_layers, c.d_model, rng), "cross_prefix");
-    s.encoder_heads = c.encoder_attention_heads;
-    s.decoder_heads = c.decoder_attention_heads;
+    s.encoder = named(PrefixEncoder<T, Device>::create(pc, c.encoder_kv_shape(), rng), "encoder_prefix");
+    s.decoder = named(PrefixEncoder<T, Device>::create(pc, c.decoder_kv_shape(), rng), "decoder_prefix");
+    s.cross = named(PrefixEncoder<T, Device>::create(pc, c.decoder_kv_shape(), rng), "cross_prefix");
     return s;
   }
 
@@ -48,9 +46,9 @@ struct Seq2SeqPrefix {
 
   /// The three prefixes' per-layer K/V; dropout (config.dropout) when grad mode is on and rng is given.
   Seq2SeqPrefixKv<T, Device> prefix_kv(Tape<T, Device>& tape, Rng* dropout_rng = nullptr) const {
-    return {prefix_kv_from_table(tape, encoder.forward(tape, dropout_rng), encoder.n_layer, encoder_heads),
-            prefix_kv_from_table(tape, decoder.forward(tape, dropout_rng), decoder.n_layer, decoder_heads),
-            prefix_kv_from_table(tape, cross.forward(tape, dropout_rng), cross.n_layer, decoder_heads)};
+    return {prefix_kv_from_table(tape, encoder.forward(tape, dropout_rng), encoder.shape),
+            prefix_kv_from_table(tape, decoder.forward(tape, dropout_rng), decoder.shape),
+            prefix_kv_from_table(tape, cross.forward(tape, dropout_rng), cross.shape)};
   }
 
   /// The three MLPs evaluated once: what a trained prefix is served from.
@@ -70,7 +68,7 @@ struct Seq2SeqPrefix {
 /// The three encoders' parameters copied to another device (train there, then `to_device<Cpu>` to save).
 template <class To, class T, class From>
 Seq2SeqPrefix<T, To> to_device(const Seq2SeqPrefix<T, From>& s) {
-  return {to_device<To>(s.encoder), to_device<To>(s.decoder), to_device<To>(s.cross), s.encoder_heads, s.decoder_heads};
+  return {to_device<To>(s.encoder), to_device<To>(s.decoder), to_device<To>(s.cross)};
 }
 
 /// Merged tables copied to another device.
@@ -83,9 +81,9 @@ Seq2SeqTables<T, To> to_device(const Seq2SeqTables<T, From>& t) {
 template <class T, class Device>
 Seq2SeqPrefixKv<T, Device> seq2seq_prefix_kv(Tape<T, Device>& tape, const Seq2SeqTables<T, Device>& t,
                                              const BartConfig& c) {
-  return {prefix_kv_from_table(tape, t.encoder.table, c.encoder_layers, c.encoder_attention_heads),
-          prefix_kv_from_table(tape, t.decoder.table, c.decoder_layers, c.decoder_attention_heads),
-          prefix_kv_from_table(tape, t.cross.table, c.decoder_layers, c.decoder_attention_heads)};
+  return {prefix_kv_from_table(tape, t.encoder.table, c.encoder_kv_shape()),
+          prefix_kv_from_table(tape, t.decoder.table, c.decoder_kv_shape()),
+          prefix_kv_from_table(tape, t.cross.table, c.decoder_kv_shape())};
 }
 
 /// The per-token mean loss of one teacher-forced batch with the three prefixes: source ids / mask (B, S), decoder

@@ -133,7 +133,7 @@ std::vector<std::pair<double, std::int64_t>> score_examples(const Gpt2<T, Device
     Tape<T, Device> tape;
     PrefixKv<T, Device> kv;
     if (has_prefix) {
-      kv = prefix_kv_from_table(tape, prefix.table, model.config.n_layer, model.config.n_head);
+      kv = prefix_kv_from_table(tape, prefix.table, model.config.kv_shape());
       detail::place_prefix(kv, prefix.placement, batch);
     }
     const auto targets = batch.targets.template to<Device>();

@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "cli_bart.hpp"
-#include "cli_commands.hpp"
-#include "cli_cuda.hpp"
+#include "bart_commands.hpp"
+#include "commands.hpp"
+#include "cuda_commands.hpp"
 
 using namespace prefixtune;
 using namespace prefixtune_cli;

@@ -2,8 +2,8 @@
 // The CLI's model commands on the GPU: the same templates as on the CPU, instantiated on Cuda by nvcc.
 #include <prefixtune/cuda.cuh>
 
-#include "cli_bart.hpp"
-#include "cli_cuda.hpp"
+#include "bart_commands.hpp"
+#include "cuda_commands.hpp"
 
 namespace prefixtune_cli {
 

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: MIT
-// `--device cuda` of the CLI: the CUDA instantiations of the model commands live in cli_cuda.cu (compiled by nvcc
+// `--device cuda` of the CLI: the CUDA instantiations of the model commands live in cuda_commands.cu (compiled by nvcc
 // when the build has PREFIXTUNE_ENABLE_CUDA); without it they fail with a clear message.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
-#include "cli_commands.hpp"
+#include "commands.hpp"
 
 namespace prefixtune_cli {
 

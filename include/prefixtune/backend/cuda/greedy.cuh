@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// The greedy choice on the GPU: the logit processors, argmax and the chosen token's log-probability per row, so
+// CUDA kernel of the batched greedy choice: the bans, argmax and the chosen token's log-probability per row, so
 // that a decoding step copies 2 numbers per row to the host instead of the V logits.
 #pragma once
 
@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "prefixtune/backend/cuda/rows.cuh"
-#include "prefixtune/generate/sampling.hpp"
+#include "prefixtune/core/error.hpp"
 
 namespace prefixtune::detail {
 
@@ -20,20 +20,20 @@ __device__ bool greedy_better(T v, std::int64_t i, T bv, std::int64_t bi) {
 
 /// Same contract as greedy_select_kernel(Cpu, ...).
 template <class T>
-void greedy_select_kernel(Cuda, T* logits, std::int64_t R, std::int64_t V, const GenerateConfig& cfg,
-                          const std::vector<std::uint8_t>& ban_eos, std::vector<std::int32_t>& tok,
+void greedy_select_kernel(Cuda, T* logits, std::int64_t R, std::int64_t V, const std::vector<std::int32_t>& ban_ids,
+                          std::int32_t eos_id, const std::vector<std::uint8_t>& ban_eos, std::vector<std::int32_t>& tok,
                           std::vector<double>& logp) {
   tok.assign(static_cast<std::size_t>(R), 0);
   logp.assign(static_cast<std::size_t>(R), 0.0);
   if (R == 0) return;
   // The processors, in place: banned ids, and the end token of the flagged rows, become -inf.
-  std::vector<std::int32_t> bans(cfg.ban_ids.begin(), cfg.ban_ids.end());
+  const std::vector<std::int32_t>& bans = ban_ids;
   const auto nb = static_cast<std::int64_t>(bans.size());
   const auto d_bans = cuda_upload(bans.data(), nb);
   const auto d_eos = cuda_upload(ban_eos.data(), R);
   const std::int32_t* bp = d_bans.data();
   const std::uint8_t* ep = d_eos.data();
-  const std::int32_t eos = cfg.eos_id;
+  const std::int32_t eos = eos_id;
   cuda_for_elements("greedy bans", R * (nb + 1), [=] __device__(std::int64_t x) {
     const std::int64_t r = x / (nb + 1), k = x % (nb + 1);
     if (k < nb) {

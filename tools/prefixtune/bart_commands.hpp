@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "cli_commands.hpp"
+#include "commands.hpp"
 #include "request_lines.hpp"
 
 namespace prefixtune_cli {

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // The model-running commands of the `prefixtune` CLI (score, train, generate), templated over the device: the CLI
-// runs them on Cpu, and on Cuda through cli_cuda.cu when the build has CUDA (`--device cuda`).
+// runs them on Cpu, and on Cuda through cuda_commands.cu when the build has CUDA (`--device cuda`).
 #pragma once
 
 #include <prefixtune/prefixtune.hpp>
@@ -284,7 +284,7 @@ int cmd_train(const TrainOptions& o) {
   }
   PREFIXTUNE_CHECK(method == "emb" || method == "emb-mlp", "--method '", method,
                    "' is not one of mlp, deep, direct, emb, emb-mlp, full, ft-top2");
-  auto emb = EmbeddingPrefix<float, Device>::create(pc, m.gpt2.config, rng, method == "emb-mlp");
+  auto emb = EmbeddingPrefix<float, Device>::create(pc, m.gpt2.config.n_embd, rng, method == "emb-mlp");
   if (!words.empty()) {  // start from the words' own input embeddings
     const auto ids = Tensor<std::int32_t, Cpu>::from_vector({pc.length}, words).template to<Device>();
     Tensor<float, Device> e = emb.embedding.value();

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "prefixtune/core/error.hpp"
-#include "prefixtune/train/bleu.hpp"
+#include "prefixtune/metrics/bleu.hpp"
 
 using namespace prefixtune;
 

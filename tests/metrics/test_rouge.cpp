@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "prefixtune/core/error.hpp"
-#include "prefixtune/train/rouge.hpp"
+#include "prefixtune/metrics/rouge.hpp"
 
 using namespace prefixtune;
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "prefixtune/train/progress.hpp"
+#include "prefixtune/core/progress.hpp"
 
 using prefixtune::ProgressBar;
 using namespace std::chrono_literals;
