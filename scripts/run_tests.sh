@@ -118,7 +118,7 @@ if [ -n "$nvcc" ]; then
   echo "== compile check: benchmarks and the CUDA configuration (GPU tests skip without a GPU)"
   check+=(-DPREFIXTUNE_ENABLE_CUDA=ON -DCUDAToolkit_ROOT="$(dirname "$(dirname "$nvcc")")" \
     -DCMAKE_CUDA_ARCHITECTURES=90-virtual)
-  targets+=(test_cuda prefixtune_cli)
+  targets+=(test_cuda test_docs_cuda prefixtune_cli)
 else
   echo "== compile check: benchmarks (the CUDA configuration SKIPPED: no nvcc; install the CUDA toolkit)"
   check+=(-DPREFIXTUNE_BUILD_TESTS=OFF -DPREFIXTUNE_BUILD_EXAMPLES=OFF)
