@@ -45,7 +45,7 @@ template <class Device>
 PrefixBank<float, Device> random_bank(const Gpt2Config& c, std::int64_t n, Rng& rng) {
   PrefixBank<float, Device> bank(c);
   for (std::int64_t i = 0; i < n; ++i) {
-    auto table = Tensor<float>::empty({kPrefixLen, 2 * c.n_layer * c.n_embd});
+    auto table = Tensor<float>::empty({kPrefixLen, c.kv_shape().table_width()});
     for (std::int64_t j = 0; j < table.numel(); ++j) table.data()[j] = static_cast<float>(rng.normal(0.0, 0.5));
     bank.add(table, "p" + std::to_string(i));
   }

@@ -136,8 +136,7 @@ TEST_CASE("PyTorch parity: a prefix from real words and the deep encoder in doub
   CHECK(rel_err(prefix_from_words(m, ids).table.value(), v.get("words.table")) < 1e-12);
 
   PrefixEncoder<double> deep;
-  deep.n_layer = m.config.n_layer;
-  deep.n_embd = m.config.n_embd;
+  deep.shape = m.config.kv_shape();
   deep.embedding = v.param("deep.embedding");
   deep.w1 = v.param("deep.w1"), deep.b1 = v.param("deep.b1");
   deep.w_mid = v.param("deep.w_mid"), deep.b_mid = v.param("deep.b_mid");

@@ -9,7 +9,7 @@
 #include <numeric>
 
 #include "prefixtune/autograd/gradcheck.hpp"
-#include "prefixtune/generate/kv_cache.hpp"
+#include "prefixtune/generate/gpt2_generate.hpp"
 #include "prefixtune/prefix/embedding_prefix.hpp"
 #include "prefixtune/prefix/prefix_io.hpp"
 #include "prefixtune/train/finetune.hpp"

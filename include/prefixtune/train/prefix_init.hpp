@@ -19,10 +19,10 @@ double fit_encoder_to_table(PrefixEncoder<T, Device>& encoder, const Tensor<T, D
                             std::int64_t steps = 500, double lr = 1e-4) {
   PREFIXTUNE_CHECK(steps >= 0 && lr > 0, "fit_encoder_to_table: steps ", steps, " must be >= 0 and lr ", lr, " > 0");
   PREFIXTUNE_CHECK(target.defined() && target.rank() == 2 && target.size(0) == encoder.length() &&
-                       target.size(1) == 2 * encoder.n_layer * encoder.n_embd,
+                       target.size(1) == encoder.shape.table_width(),
                    "fit_encoder_to_table: target ",
                    target.defined() ? target.shape().to_string() : std::string("(undefined)"),
-                   " must be (P = ", encoder.length(), ", 2 * L * C = ", 2 * encoder.n_layer * encoder.n_embd,
+                   " must be (P = ", encoder.length(), ", 2 * L * KVH * HD = ", encoder.shape.table_width(),
                    ") (the encoder's prefix length must equal the words' token count)");
   AdamWConfig oc;
   oc.lr = lr;
