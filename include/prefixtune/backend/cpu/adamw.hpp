@@ -9,7 +9,7 @@
 #include <type_traits>
 
 #include "prefixtune/backend/common/adamw.hpp"
-#include "prefixtune/backend/cpu/elementwise.hpp"
+#include "prefixtune/backend/cpu/parallel.hpp"
 #include "prefixtune/backend/cpu/simd.hpp"
 #include "prefixtune/core/device.hpp"
 #include "prefixtune/core/macros.hpp"
@@ -84,7 +84,7 @@ void adamw_step_kernel(Cpu, T* p, const T* g, T* m, T* v, std::int64_t n, const 
   constexpr std::int64_t kBlock = 1 << 12;
   const std::int64_t blocks = (n + kBlock - 1) / kBlock;
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (n >= kElementwiseParallelMin)
+#pragma omp parallel for schedule(static) if (n >= kParallelMinElements)
 #endif
   for (std::int64_t b = 0; b < blocks; ++b) {
     const std::int64_t begin = b * kBlock, end = std::min(n, begin + kBlock);
@@ -105,7 +105,7 @@ template <class T>
 double sum_squares_kernel(Cpu, const T* x, std::int64_t n) {
   double acc = 0.0;
 #if defined(_OPENMP)
-#pragma omp parallel for reduction(+ : acc) schedule(static) if (n >= kElementwiseParallelMin)
+#pragma omp parallel for reduction(+ : acc) schedule(static) if (n >= kParallelMinElements)
 #endif
   for (std::int64_t i = 0; i < n; ++i) {
     const double xi = static_cast<double>(x[i]);

@@ -13,6 +13,7 @@
 
 #include "prefixtune/backend/common/attention.hpp"
 #include "prefixtune/backend/cpu/gemm.hpp"
+#include "prefixtune/backend/cpu/parallel.hpp"
 #include "prefixtune/backend/cpu/threads.hpp"
 #include "prefixtune/backend/cpu/vec_math.hpp"
 #include "prefixtune/core/device.hpp"
@@ -23,8 +24,9 @@ namespace prefixtune::detail {
 /// products skip most of the hidden upper triangle (measured faster than the full square at T = 128).
 inline constexpr std::int64_t kAttentionCausalTile = 32;
 
-/// Below this many multiply-adds of score work the (b, h) loop runs on one thread.
-inline constexpr std::int64_t kAttentionParallelMin = std::int64_t{1} << 16;
+/// Below this many multiply-adds of score work the (b, h) loop runs on one thread: counted in multiply-adds of
+/// the score products (B NH T L HS), not in elements, hence twice the element threshold.
+inline constexpr std::int64_t kAttentionParallelMin = 2 * kParallelMinElements;
 
 /// Whether the (b, h) loop is worth a parallel region (else the GEMMs may still thread internally).
 inline bool attention_parallel(const AttentionDims& d) {

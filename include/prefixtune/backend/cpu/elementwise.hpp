@@ -8,20 +8,23 @@
 #include <cstdint>
 
 #include "prefixtune/backend/common/elementwise.hpp"
+#include "prefixtune/backend/cpu/parallel.hpp"
 #include "prefixtune/core/device.hpp"
 
 namespace prefixtune {
 namespace detail {
 
-/// Below this many elements a loop runs on one thread: forking the OpenMP team would cost more than it saves.
-/// Loops that evaluate an exponential per element (GELU) pay for the fork sooner (a decoding batch of 8 rows
-/// has 24576 MLP activations).
-inline constexpr std::int64_t kElementwiseParallelMin = 1 << 15, kTranscendentalParallelMin = 1 << 12;
+/// Loops that evaluate an exponential per element (GELU) pay for the fork sooner, at an eighth of the element
+/// count of the cheap maps (a decoding batch of 8 rows has 24576 MLP activations).
+inline constexpr std::int64_t kTranscendentalParallelMin = kParallelMinElements / 8;
+
+/// The former name of kParallelMinElements, kept while generate/sampling.hpp still spells it.
+inline constexpr std::int64_t kElementwiseParallelMin = kParallelMinElements;
 
 /// Calls f(i) for i in [0, n), split across the OpenMP threads when n >= parallel_min. f must be independent
 /// per i.
 template <class F>
-void parallel_for_elements(std::int64_t n, F&& f, std::int64_t parallel_min = kElementwiseParallelMin) {
+void parallel_for_elements(std::int64_t n, F&& f, std::int64_t parallel_min = kParallelMinElements) {
   [[maybe_unused]] const bool parallel = n >= parallel_min;
 #if defined(_OPENMP)
 #pragma omp parallel for simd schedule(static) if (parallel)
@@ -99,7 +102,7 @@ void dropout_apply_kernel(Cpu, const T* src, T p, std::uint64_t seed, std::uint6
   const T scale = T(1) / (T(1) - p);
   const std::int64_t blocks = (n + 3) / 4;
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (n >= kElementwiseParallelMin)
+#pragma omp parallel for schedule(static) if (n >= kParallelMinElements)
 #endif
   for (std::int64_t b = 0; b < blocks; ++b) dropout_apply_block(src, p, scale, seed, offset, dst, n, b, accumulate);
 }

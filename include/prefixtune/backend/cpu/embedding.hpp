@@ -8,6 +8,7 @@
 
 #include "prefixtune/backend/common/embedding.hpp"
 #include "prefixtune/backend/cpu/linear.hpp"
+#include "prefixtune/backend/cpu/parallel.hpp"
 #include "prefixtune/core/device.hpp"
 
 namespace prefixtune::detail {
@@ -17,7 +18,7 @@ template <class T>
 void embedding_forward_kernel(Cpu, const std::int32_t* ids, const T* table, T* out, std::int64_t n, std::int64_t C) {
   if (C == 0) return;
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (n * C >= kCpuParallelMinElements)
+#pragma omp parallel for schedule(static) if (n * C >= kParallelMinElements)
 #endif
   for (std::int64_t i = 0; i < n; ++i) {
     std::memcpy(out + i * C, table + static_cast<std::int64_t>(ids[i]) * C, static_cast<std::size_t>(C) * sizeof(T));

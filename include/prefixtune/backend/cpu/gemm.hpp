@@ -15,6 +15,7 @@
 
 #include "prefixtune/backend/common/gemm.hpp"
 #include "prefixtune/backend/cpu/gemm_small.hpp"
+#include "prefixtune/backend/cpu/parallel.hpp"
 #include "prefixtune/backend/cpu/threads.hpp"
 #include "prefixtune/core/device.hpp"
 #include "prefixtune/core/error.hpp"
@@ -79,8 +80,10 @@ void gemm_blas(Trans ta, Trans tb, std::int64_t m, std::int64_t n, std::int64_t 
 #endif
 
 /// Matrix-vector products with at least this many multiply-adds split their output over the OpenMP threads
-/// (Eigen's GEMV runs on one thread; decoding one token is a chain of such products).
-inline constexpr std::int64_t kGemvParallelMin = std::int64_t{1} << 17;
+/// (Eigen's GEMV runs on one thread; decoding one token is a chain of such products). Counted in multiply-adds
+/// (m n k), which stream through registers far faster than an element loop touches memory: four times the
+/// element threshold.
+inline constexpr std::int64_t kGemvParallelMin = 4 * kParallelMinElements;
 
 /// A GEMV shape (m == 1 or n == 1) as independent output blocks, one per thread, when it is large enough and we
 /// are not inside a parallel region already. Returns false when it left the work to the caller.
