@@ -38,6 +38,7 @@
 #include "prefixtune/ops/layout.hpp"
 #include "prefixtune/ops/linear.hpp"
 #include "prefixtune/ops/optimizer.hpp"
+#include "prefixtune/ops/parallel.hpp"
 #include "prefixtune/ops/softmax.hpp"
 #include "prefixtune/ops/threads.hpp"
 #include "prefixtune/prefix/embedding_prefix.hpp"

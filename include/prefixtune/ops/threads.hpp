@@ -4,5 +4,5 @@
 // count below which a CPU loop stays on one thread.
 #pragma once
 
-#include "prefixtune/backend/cpu/parallel.hpp"
 #include "prefixtune/backend/cpu/threads.hpp"
+#include "prefixtune/ops/parallel.hpp"
