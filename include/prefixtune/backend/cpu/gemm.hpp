@@ -13,12 +13,17 @@
 
 #include <Eigen/Core>
 
-#include "prefixtune/backend/common/gemm.hpp"
 #include "prefixtune/backend/cpu/gemm_small.hpp"
 #include "prefixtune/backend/cpu/parallel.hpp"
 #include "prefixtune/backend/cpu/threads.hpp"
 #include "prefixtune/core/device.hpp"
 #include "prefixtune/core/error.hpp"
+
+// Trans and check_gemm_args (common/gemm.hpp) come after the kernels above, as they did when they were defined in
+// this header: declared first, they change the order in which GCC considers functions for inlining, and with it
+// the object code of the small-GEMM kernels (measured: bench_ops_dense.cpp compiles to identical functions only
+// in this order).
+#include "prefixtune/backend/common/gemm.hpp"
 
 namespace prefixtune {
 
