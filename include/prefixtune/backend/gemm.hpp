@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
-// Tensor-level GEMM for any device: shape checks, then the device's pointer-level gemm / gemm_strided_batched.
+// Tensor-level GEMM for any device: shape checks, then the device's pointer-level gemm / gemm_strided_batched,
+// found by argument-dependent lookup on the device tag (cpu/gemm.hpp, cuda/gemm.hpp). Device-independent: the
+// layers above ops/ include prefixtune/ops/gemm.hpp, which brings this with the CPU kernels.
 #pragma once
 
-#include "prefixtune/backend/cpu/gemm.hpp"
+#include "prefixtune/backend/common/gemm.hpp"
 #include "prefixtune/core/tensor.hpp"
 
 namespace prefixtune {

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "prefixtune/core/error.hpp"
+#include "prefixtune/ops/parallel.hpp"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "prefixtune's safetensors reader and writer assume a little-endian host"
@@ -101,7 +102,7 @@ inline constexpr bool is_int_element_v = std::is_same_v<T, std::int32_t> || std:
 template <class S, class T, class F>
 void decode_loop(const std::uint8_t* src, std::int64_t n, T* dst, F f) {
 #if defined(_OPENMP)
-#pragma omp parallel for if (n > (1 << 16))
+#pragma omp parallel for if (n > 2 * kParallelMinElements)
 #endif
   for (std::int64_t i = 0; i < n; ++i) {
     S s;

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "prefixtune/autograd/functions.hpp"
-#include "prefixtune/backend/gemm.hpp"
+#include "prefixtune/ops/gemm.hpp"
 #include "prefixtune/models/bart_config.hpp"
 #include "prefixtune/models/prefix_kv.hpp"
 

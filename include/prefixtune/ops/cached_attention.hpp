@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: MIT
 // Attention over a KV cache (inference), on the tensors' device: rows of new tokens append their K/V to their
 // cache slot and attend to their own prefix and to every cached token up to themselves; and the copy of one slot's
-// tokens into another (beam search). Checks sizes, then dispatches to the device's kernel.
+// tokens into another (beam search). Checks sizes, then dispatches to the device's kernel: the CPU kernels come
+// with this header, the CUDA ones with prefixtune/cuda.cuh (found by argument-dependent lookup on the device tag).
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
+#include "prefixtune/backend/common/attention.hpp"
 #include "prefixtune/backend/cpu/cached_attention.hpp"
 #include "prefixtune/core/error.hpp"
 #include "prefixtune/core/tensor.hpp"

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 // Fused language-model head + cross-entropy (logits = h E^T + optional frozen bias, with the tied embedding E),
 // run only at labelled positions and in row chunks so the (B, T, V) logits never exist; the gradients come from
-// the same pass. Optional label smoothing as in PyTorch.
+// the same pass. Optional label smoothing as in PyTorch. Also the front of the CPU row kernel
+// detail::cross_entropy_row (the stable log-softmax of one logits row and its gradient), which the sampled
+// softmax of train/ runs on its own logits.
 #pragma once
 
 #include <cmath>

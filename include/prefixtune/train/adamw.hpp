@@ -13,10 +13,10 @@
 #include <vector>
 
 #include "prefixtune/autograd/var.hpp"
-#include "prefixtune/backend/cpu/adamw.hpp"
 #include "prefixtune/core/error.hpp"
 #include "prefixtune/core/tensor.hpp"
 #include "prefixtune/io/safetensors.hpp"
+#include "prefixtune/ops/optimizer.hpp"
 
 namespace prefixtune {
 
@@ -101,8 +101,8 @@ class AdamW {
                                    config_.lr / bias_correction1,
                                    std::sqrt(bias_correction2),
                                    config_.eps};
-      adamw_step_kernel(Device{}, p.value().data(), g.data(), exp_avg_[i].data(), exp_avg_sq_[i].data(),
-                        p.value().numel(), s);
+      Tensor<T, Device> value = p.value();  // a handle: the update writes the parameter's storage
+      adamw_step(value, g, exp_avg_[i], exp_avg_sq_[i], s);
     }
   }
 

@@ -7,9 +7,9 @@
 #include <vector>
 
 #include "prefixtune/autograd/var.hpp"
-#include "prefixtune/backend/cpu/adamw.hpp"
 #include "prefixtune/core/error.hpp"
 #include "prefixtune/ops/elementwise.hpp"
+#include "prefixtune/ops/optimizer.hpp"
 
 namespace prefixtune {
 
@@ -21,7 +21,7 @@ double global_grad_norm(const std::vector<Var<T, Device>>& params) {
   for (const auto& p : params) {
     if (!p.defined()) continue;
     const Tensor<T, Device>& g = p.grad();
-    if (g.defined()) sum += sum_squares_kernel(Device{}, g.data(), g.numel());
+    if (g.defined()) sum += sum_of_squares(g);
   }
   return std::sqrt(sum);
 }

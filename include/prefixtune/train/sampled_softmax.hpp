@@ -20,12 +20,11 @@
 #include <vector>
 
 #include "prefixtune/autograd/functions.hpp"
-#include "prefixtune/backend/cpu/cross_entropy.hpp"
-#include "prefixtune/backend/cpu/gemm.hpp"
 #include "prefixtune/core/error.hpp"
 #include "prefixtune/core/rng.hpp"
 #include "prefixtune/core/tensor.hpp"
 #include "prefixtune/ops/cross_entropy.hpp"
+#include "prefixtune/ops/gemm.hpp"
 
 namespace prefixtune {
 

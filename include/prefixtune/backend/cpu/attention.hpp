@@ -11,28 +11,22 @@
 #include <utility>
 #include <vector>
 
+#include "prefixtune/backend/common/attention.hpp"
 #include "prefixtune/backend/cpu/gemm.hpp"
+#include "prefixtune/backend/cpu/parallel.hpp"
 #include "prefixtune/backend/cpu/threads.hpp"
 #include "prefixtune/backend/cpu/vec_math.hpp"
 #include "prefixtune/core/device.hpp"
 
 namespace prefixtune::detail {
 
-/// Sizes of one attention call. Bp is the prefix batch: 1 = one prefix shared by every row, or B.
-/// prefix_from (B int32 on the kernel's device, or null): query t of row b sees the prefix slots only when
-/// t >= prefix_from[b] (an infix placed before token prefix_from[b]); null: every query sees them.
-struct AttentionDims {
-  std::int64_t B = 0, T = 0, C = 0, NH = 0, HS = 0, P = 0, Bp = 1;
-  const std::int32_t* prefix_from = nullptr;
-  std::int64_t L() const { return P + T; }  // key columns per query row: P prefix slots, then T tokens
-};
-
 /// Query rows per block of the causal token GEMMs: block [r0, r1) only needs key columns [0, r1), so the
 /// products skip most of the hidden upper triangle (measured faster than the full square at T = 128).
 inline constexpr std::int64_t kAttentionCausalTile = 32;
 
-/// Below this many multiply-adds of score work the (b, h) loop runs on one thread.
-inline constexpr std::int64_t kAttentionParallelMin = std::int64_t{1} << 16;
+/// Below this many multiply-adds of score work the (b, h) loop runs on one thread: counted in multiply-adds of
+/// the score products (B NH T L HS), not in elements, hence twice the element threshold.
+inline constexpr std::int64_t kAttentionParallelMin = 2 * kParallelMinElements;
 
 /// Whether the (b, h) loop is worth a parallel region (else the GEMMs may still thread internally).
 inline bool attention_parallel(const AttentionDims& d) {

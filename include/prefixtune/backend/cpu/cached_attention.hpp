@@ -8,28 +8,13 @@
 #include <cstdint>
 #include <vector>
 
+#include "prefixtune/backend/common/attention.hpp"
 #include "prefixtune/backend/cpu/attention.hpp"
 #include "prefixtune/backend/cpu/gemm.hpp"
 #include "prefixtune/backend/cpu/threads.hpp"
 #include "prefixtune/core/device.hpp"
 
 namespace prefixtune::detail {
-
-/// One row of a cached-attention call: `count` new tokens packed at token index `first` of qkv/out, appended to
-/// cache slot `slot` after the `past` tokens it holds; its prefix K/V (NH, prefix_len, HS) or null. Only tokens
-/// at slot index >= prefix_from see the prefix (0: all; larger for an infix).
-template <class T>
-struct CachedAttentionRow {
-  std::int64_t slot = 0, past = 0, count = 0, first = 0, prefix_len = 0, prefix_from = 0;
-  const T* prefix_k = nullptr;
-  const T* prefix_v = nullptr;
-};
-
-/// Sizes shared by every row: heads, head size, cache capacity per slot (cache_k/v are (S, NH, capacity, HS)).
-struct CachedAttentionDims {
-  std::int64_t NH = 0, HS = 0, capacity = 0;
-  std::int64_t C() const { return NH * HS; }
-};
 
 /// qkv (N, 3C) packed new tokens; writes their K/V into the cache, then out (N, C) = attention of every new token
 /// over [its prefix | cached tokens 0 .. past + j] (scores scaled by 1/sqrt(HS), softmax in the row order of the

@@ -8,15 +8,10 @@
 #include <cstdint>
 #include <vector>
 
+#include "prefixtune/backend/common/attention.hpp"
 #include "prefixtune/backend/cpu/attention.hpp"
 
 namespace prefixtune::detail {
-
-/// Sizes of one cross-attention call: Tq queries over P prefix slots + Tk keys. Bp: 1 (shared prefix) or B.
-struct CrossAttentionDims {
-  std::int64_t B = 0, Tq = 0, Tk = 0, C = 0, NH = 0, HS = 0, P = 0, Bp = 1;
-  std::int64_t L() const { return P + Tk; }  // key columns per query row
-};
 
 /// Forward over every (b, h): q (B, Tq, C), kv (B, Tk, 2C) = [k | v], prefix_k/v (Bp, NH, P, HS) or null, mask
 /// (B, Tk) or null, out (B, Tq, C); probs (B, NH, Tq, P + Tk) receives the probabilities, or is null (inference).

@@ -1,35 +1,24 @@
 // SPDX-License-Identifier: MIT
-// CPU kernels of the embedding lookup: id validation, row gather (forward) and race-free scatter-add (backward).
+// CPU kernels of the embedding lookup: row gather (forward) and race-free scatter-add (backward); the id
+// validation they rely on is common/embedding.hpp.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 
+#include "prefixtune/backend/common/embedding.hpp"
 #include "prefixtune/backend/cpu/linear.hpp"
+#include "prefixtune/backend/cpu/parallel.hpp"
 #include "prefixtune/core/device.hpp"
 
 namespace prefixtune::detail {
-
-/// The first id outside [0, V) and its flat position; position == -1 when every id is valid.
-struct BadTokenId {
-  std::int64_t position = -1;
-  std::int32_t id = 0;
-};
-
-/// Scans ids (n) for the first one outside [0, V).
-inline BadTokenId find_bad_token_id(Cpu, const std::int32_t* ids, std::int64_t n, std::int64_t V) {
-  for (std::int64_t i = 0; i < n; ++i) {
-    if (ids[i] < 0 || ids[i] >= V) return BadTokenId{i, ids[i]};
-  }
-  return BadTokenId{};
-}
 
 /// out[i, :] = table[ids[i], :]; ids must be valid.  // ids (n); table (V, C); out (n, C)
 template <class T>
 void embedding_forward_kernel(Cpu, const std::int32_t* ids, const T* table, T* out, std::int64_t n, std::int64_t C) {
   if (C == 0) return;
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (n * C >= kCpuParallelMinElements)
+#pragma omp parallel for schedule(static) if (n * C >= kParallelMinElements)
 #endif
   for (std::int64_t i = 0; i < n; ++i) {
     std::memcpy(out + i * C, table + static_cast<std::int64_t>(ids[i]) * C, static_cast<std::size_t>(C) * sizeof(T));

@@ -14,35 +14,20 @@
 #include <Eigen/Core>
 
 #include "prefixtune/backend/cpu/gemm_small.hpp"
+#include "prefixtune/backend/cpu/parallel.hpp"
 #include "prefixtune/backend/cpu/threads.hpp"
 #include "prefixtune/core/device.hpp"
 #include "prefixtune/core/error.hpp"
 
+// Trans and check_gemm_args (common/gemm.hpp) come after the kernels above, as they did when they were defined in
+// this header: declared first, they change the order in which GCC considers functions for inlining, and with it
+// the object code of the small-GEMM kernels (measured: bench_ops_dense.cpp compiles to identical functions only
+// in this order).
+#include "prefixtune/backend/common/gemm.hpp"
+
 namespace prefixtune {
 
-/// Whether a GEMM operand is used as stored (N) or transposed (T).
-enum class Trans { N, T };
-
-inline const char* to_string(Trans t) { return t == Trans::N ? "N" : "T"; }
-
 namespace detail {
-
-/// Validates the arguments of a row-major GEMM; `what` names the caller in the message.
-inline void check_gemm_args(const char* what, Trans ta, Trans tb, std::int64_t m, std::int64_t n, std::int64_t k,
-                            const void* a, std::int64_t lda, const void* b, std::int64_t ldb, const void* c,
-                            std::int64_t ldc) {
-  PREFIXTUNE_CHECK(m >= 0 && n >= 0 && k >= 0, what, ": negative size m=", m, " n=", n, " k=", k);
-  const std::int64_t a_cols = ta == Trans::N ? k : m, b_cols = tb == Trans::N ? n : k;
-  PREFIXTUNE_CHECK(lda >= std::max<std::int64_t>(1, a_cols), what, ": lda=", lda, " < ",
-                   std::max<std::int64_t>(1, a_cols), " (op(A) is ", m, "x", k, ", trans ", to_string(ta), ")");
-  PREFIXTUNE_CHECK(ldb >= std::max<std::int64_t>(1, b_cols), what, ": ldb=", ldb, " < ",
-                   std::max<std::int64_t>(1, b_cols), " (op(B) is ", k, "x", n, ", trans ", to_string(tb), ")");
-  PREFIXTUNE_CHECK(ldc >= std::max<std::int64_t>(1, n), what, ": ldc=", ldc, " < n=", n, " (at least 1)");
-  PREFIXTUNE_CHECK(m <= INT_MAX && n <= INT_MAX && k <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX && ldc <= INT_MAX,
-                   what, ": sizes beyond 32-bit BLAS limits (m=", m, " n=", n, " k=", k, ")");
-  PREFIXTUNE_CHECK((m == 0 || n == 0 || c != nullptr) && (m == 0 || n == 0 || k == 0 || (a && b)), what,
-                   ": null data pointer");
-}
 
 template <class T>
 using RowMajorMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -100,8 +85,10 @@ void gemm_blas(Trans ta, Trans tb, std::int64_t m, std::int64_t n, std::int64_t 
 #endif
 
 /// Matrix-vector products with at least this many multiply-adds split their output over the OpenMP threads
-/// (Eigen's GEMV runs on one thread; decoding one token is a chain of such products).
-inline constexpr std::int64_t kGemvParallelMin = std::int64_t{1} << 17;
+/// (Eigen's GEMV runs on one thread; decoding one token is a chain of such products). Counted in multiply-adds
+/// (m n k), which stream through registers far faster than an element loop touches memory: four times the
+/// element threshold.
+inline constexpr std::int64_t kGemvParallelMin = 4 * kParallelMinElements;
 
 /// A GEMV shape (m == 1 or n == 1) as independent output blocks, one per thread, when it is large enough and we
 /// are not inside a parallel region already. Returns false when it left the work to the caller.

@@ -20,6 +20,7 @@
 #include <utility>
 
 #include "prefixtune/backend/cpu/gemm_small_avx512.hpp"
+#include "prefixtune/backend/cpu/parallel.hpp"
 #include "prefixtune/backend/cpu/simd.hpp"
 #include "prefixtune/backend/cpu/threads.hpp"
 
@@ -225,8 +226,9 @@ PREFIXTUNE_TARGET_AVX2 inline void nt_columns_avx2(std::int64_t m, std::int64_t 
 /// The kernels gemm_small_m may use: the best this CPU runs, or AVX2 + FMA only (for comparisons).
 enum class SmallGemmIsa { best, avx2 };
 
-/// Products with at least this many multiply-adds split their columns over the OpenMP threads.
-inline constexpr std::int64_t kSmallGemmParallelMin = std::int64_t{1} << 17;
+/// Products with at least this many multiply-adds split their columns over the OpenMP threads: counted in
+/// multiply-adds (m n k), as kGemvParallelMin, hence four times the element threshold.
+inline constexpr std::int64_t kSmallGemmParallelMin = 4 * kParallelMinElements;
 
 /// C (m, n) = alpha * A op(B) + beta * C with A (m, k) row-major, op(B) = B (k, n) or, when b_transposed,
 /// B^T with B (n, k); 1 <= m <= kSmallGemmMaxRows, on a CPU with AVX2 + FMA (B (k, n) with the AVX-512 kernel

@@ -11,7 +11,7 @@
 #include <limits>
 #include <vector>
 
-#include "prefixtune/backend/cpu/elementwise.hpp"
+#include "prefixtune/backend/cpu/parallel.hpp"
 #include "prefixtune/backend/cpu/threads.hpp"
 #include "prefixtune/core/device.hpp"
 #include "prefixtune/core/error.hpp"
@@ -50,7 +50,7 @@ void greedy_select_kernel(Cpu, T* logits, std::int64_t R, std::int64_t V, const 
   // Rows are independent and each costs V exponentials: split over the threads; an error (a row with no allowed
   // token) is rethrown after the loop, the first row's first.
   std::vector<std::exception_ptr> errors(static_cast<std::size_t>(R));
-  [[maybe_unused]] const bool parallel = R > 1 && R * V >= kElementwiseParallelMin && num_threads() > 1;
+  [[maybe_unused]] const bool parallel = R > 1 && R * V >= kParallelMinElements && num_threads() > 1;
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) if (parallel)
 #endif

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "prefixtune/backend/cpu/linear.hpp"
+#include "prefixtune/backend/cpu/parallel.hpp"
 #include "prefixtune/core/device.hpp"
 
 namespace prefixtune::detail {
@@ -32,7 +33,7 @@ void layer_norm_row_stats(const T* x, std::int64_t C, double eps, double& mean, 
 template <class T>
 void layer_norm_stats_kernel(Cpu, const T* x, std::int64_t rows, std::int64_t C, T eps, T* mean, T* rstd) {
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (rows * C >= kCpuParallelMinElements)
+#pragma omp parallel for schedule(static) if (rows * C >= kParallelMinElements)
 #endif
   for (std::int64_t r = 0; r < rows; ++r) {
     double m, s;
@@ -48,7 +49,7 @@ template <class T>
 void layer_norm_forward_kernel(Cpu, const T* x, const T* gamma, const T* beta, T eps, T* out, T* mean, T* rstd,
                                std::int64_t rows, std::int64_t C) {
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (rows * C >= kCpuParallelMinElements)
+#pragma omp parallel for schedule(static) if (rows * C >= kParallelMinElements)
 #endif
   for (std::int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * C;
@@ -70,7 +71,7 @@ template <class T>
 void layer_norm_backward_input_kernel(Cpu, const T* dout, const T* x, const T* gamma, const T* mean, const T* rstd,
                                       T* dx, std::int64_t rows, std::int64_t C) {
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (rows * C >= kCpuParallelMinElements)
+#pragma omp parallel for schedule(static) if (rows * C >= kParallelMinElements)
 #endif
   for (std::int64_t r = 0; r < rows; ++r) {
     const T* g = dout + r * C;

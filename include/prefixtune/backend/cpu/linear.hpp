@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "prefixtune/backend/cpu/parallel.hpp"
 #include "prefixtune/core/device.hpp"
 
 // Loop vectorization hints for row kernels: `omp simd` (optionally with a `+` reduction over the named
@@ -27,14 +28,11 @@ namespace prefixtune::detail {
 /// the thread count (no per-thread partial sums).
 inline constexpr std::int64_t kCpuColumnBlock = 128;
 
-/// Below this many elements a row kernel runs on one thread (forking costs more than the work).
-inline constexpr std::int64_t kCpuParallelMinElements = 32768;
-
 /// out[r, j] += bias[j] for every row r.  // out (rows, cols), bias (cols)
 template <class T>
 void bias_add_kernel(Cpu, T* out, const T* bias, std::int64_t rows, std::int64_t cols) {
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (rows * cols >= kCpuParallelMinElements)
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMinElements)
 #endif
   for (std::int64_t r = 0; r < rows; ++r) {
     T* o = out + r * cols;
@@ -51,7 +49,7 @@ void for_each_column_block(std::int64_t cols, std::int64_t work, F&& f) {
   const std::int64_t blocks = (cols + kCpuColumnBlock - 1) / kCpuColumnBlock;
   (void)work;  // only read by the OpenMP pragma
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (work >= kCpuParallelMinElements)
+#pragma omp parallel for schedule(static) if (work >= kParallelMinElements)
 #endif
   for (std::int64_t blk = 0; blk < blocks; ++blk) {
     const std::int64_t j0 = blk * kCpuColumnBlock;

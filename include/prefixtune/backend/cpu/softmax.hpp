@@ -7,13 +7,16 @@
 #include <cstdint>
 #include <limits>
 
+#include "prefixtune/backend/cpu/parallel.hpp"
 #include "prefixtune/core/device.hpp"
 
 namespace prefixtune {
 namespace detail {
 
 /// Below this many elements the row loop runs on one thread (the OpenMP fork would cost more than it saves).
-inline constexpr std::int64_t kSoftmaxParallelMin = 1 << 14;
+/// Each element costs an exponential and three passes over its row, so the loop pays for the fork at half the
+/// element count of the cheap maps.
+inline constexpr std::int64_t kSoftmaxParallelMin = kParallelMinElements / 2;
 
 /// out[r, :] = softmax(x[r, :]) for `rows` rows of length n; out may alias x.
 ///

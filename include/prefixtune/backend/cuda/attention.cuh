@@ -8,7 +8,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "prefixtune/backend/cpu/attention.hpp"
+#include "prefixtune/backend/common/attention.hpp"
 #include "prefixtune/backend/cuda/gemm.hpp"
 #include "prefixtune/backend/cuda/rows.cuh"
 

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "prefixtune/backend/cpu/cached_attention.hpp"
+#include "prefixtune/backend/common/attention.hpp"
 #include "prefixtune/backend/cuda/launch.cuh"
 
 namespace prefixtune::detail {

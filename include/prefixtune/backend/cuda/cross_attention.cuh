@@ -8,7 +8,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "prefixtune/backend/cpu/cross_attention.hpp"
+#include "prefixtune/backend/common/attention.hpp"
 #include "prefixtune/backend/cuda/attention.cuh"
 
 namespace prefixtune::detail {

@@ -9,7 +9,6 @@
 #include <cstdint>
 #include <vector>
 
-#include "prefixtune/backend/cpu/cross_entropy.hpp"
 #include "prefixtune/backend/cuda/gemm.hpp"
 #include "prefixtune/backend/cuda/rows.cuh"
 

@@ -4,13 +4,14 @@
 // gelu_derivative, dropout_keeps, Philox) is the CPU kernels' own, written once for host and device.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
-#include "prefixtune/backend/cpu/adamw.hpp"
-#include "prefixtune/backend/cpu/elementwise.hpp"
-#include "prefixtune/backend/cpu/embedding.hpp"
+#include "prefixtune/backend/common/adamw.hpp"
+#include "prefixtune/backend/common/elementwise.hpp"
+#include "prefixtune/backend/common/embedding.hpp"
 #include "prefixtune/backend/cuda/launch.cuh"
 
 namespace prefixtune::detail {

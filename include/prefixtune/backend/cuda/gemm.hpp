@@ -2,9 +2,11 @@
 // cuBLAS GEMM with the CPU GEMM's row-major API (plain and strided-batched, fp32/fp64, opt-in TF32).
 #pragma once
 
+#include <climits>
+#include <cstdint>
 #include <type_traits>
 
-#include "prefixtune/backend/cpu/gemm.hpp"
+#include "prefixtune/backend/common/gemm.hpp"
 #include "prefixtune/backend/cuda/context.hpp"
 #include "prefixtune/backend/cuda/device.hpp"
 

@@ -7,8 +7,6 @@
 #include <cmath>
 #include <cstdint>
 
-#include "prefixtune/backend/cpu/layer_norm.hpp"
-#include "prefixtune/backend/cpu/softmax.hpp"
 #include "prefixtune/backend/cuda/launch.cuh"
 
 namespace prefixtune::detail {
