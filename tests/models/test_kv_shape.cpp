@@ -25,7 +25,8 @@ namespace {
 Tensor<double> numbered_table(std::int64_t P, const KvShape& s) {
   auto t = Tensor<double>::empty({P, s.table_width()});
   for (std::int64_t p = 0; p < P; ++p)
-    for (std::int64_t j = 0; j < s.table_width(); ++j) t(p, j) = 1000.0 * static_cast<double>(p) + static_cast<double>(j);
+    for (std::int64_t j = 0; j < s.table_width(); ++j)
+      t(p, j) = 1000.0 * static_cast<double>(p) + static_cast<double>(j);
   return t;
 }
 
@@ -66,8 +67,9 @@ TEST_CASE("KvShape: the split, its inverse and a PrefixBank read every table ele
   // The layout is PEFT's: column ((2i + kv) * KVH + h) * HD + e.
   CHECK(s.table_column(2, 1, 1, 4) == ((2 * 2 + 1) * 2 + 1) * 5 + 4);
   // A table of another width is refused, naming the shape.
-  CHECK(error_of([&] { (void)prefix_kv_from_table(tape, Var<double>(Tensor<double>::zeros({P, 50})), s); })
-            .find("3 layers x 2 kv_heads x head_dim 5") != std::string::npos);
+  CHECK(error_of([&] {
+          (void)prefix_kv_from_table(tape, Var<double>(Tensor<double>::zeros({P, 50})), s);
+        }).find("3 layers x 2 kv_heads x head_dim 5") != std::string::npos);
 }
 
 TEST_CASE("KvShape of each model: GPT-2 one shifted stack, BART three unshifted ones; prefix files and caches use it") {
@@ -75,8 +77,8 @@ TEST_CASE("KvShape of each model: GPT-2 one shifted stack, BART three unshifted 
   g.n_layer = 2, g.n_head = 4, g.n_embd = 32, g.n_positions = 64;
   const KvShape gs = g;  // a GPT-2 config stands for its stack
   CHECK(gs == KvShape{2, 4, 8, 64, true});
-  CHECK(gs.first_position(10) == 10);     // real tokens after P = 10 slots start at 10 (PEFT)
-  CHECK(gs.first_position(10, 0) == 0);   // or at 0 on request
+  CHECK(gs.first_position(10) == 10);    // real tokens after P = 10 slots start at 10 (PEFT)
+  CHECK(gs.first_position(10, 0) == 0);  // or at 0 on request
   BartConfig b;
   b.d_model = 24, b.encoder_layers = 3, b.decoder_layers = 2, b.encoder_attention_heads = 4;
   b.decoder_attention_heads = 2, b.max_position_embeddings = 40;
@@ -90,8 +92,9 @@ TEST_CASE("KvShape of each model: GPT-2 one shifted stack, BART three unshifted 
   const auto t = Tensor<float>::zeros({5, q.table_width()});
   CHECK(bank.position_offset(bank.add(t)) == 5);
   CHECK(bank.position_offset(bank.add(t, "", 0)) == 0);
-  CHECK(error_of([&] { (void)bank.add(Tensor<float>::zeros({5, 7})); })
-            .find("2 * layers * kv_heads * head_dim = 24") != std::string::npos);
+  CHECK(error_of([&] {
+          (void)bank.add(Tensor<float>::zeros({5, 7}));
+        }).find("2 * layers * kv_heads * head_dim = 24") != std::string::npos);
   // A cache holds (slots, KVH, capacity, HD) per layer.
   KvCache<float> cache(q, 3, 16);
   CHECK(cache.k(1).shape() == Shape({3, 2, 16, 3}));
@@ -109,6 +112,7 @@ TEST_CASE("KvShape of each model: GPT-2 one shifted stack, BART three unshifted 
   CHECK(import_peft<float>(dir.file("peft"), q).table.value().shape() == Shape({5, 24}));
   KvShape other = q;
   other.kv_heads = 3;
-  CHECK(error_of([&] { (void)import_peft<float>(dir.file("peft"), other); })
-            .find("does not fit the model (layers=2 token_dim=9 kv_heads=3)") != std::string::npos);
+  CHECK(error_of([&] {
+          (void)import_peft<float>(dir.file("peft"), other);
+        }).find("does not fit the model (layers=2 token_dim=9 kv_heads=3)") != std::string::npos);
 }

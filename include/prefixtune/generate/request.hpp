@@ -81,8 +81,7 @@ std::int64_t generation_capacity(const KvShape& s, const Bank& bank, const std::
   std::int64_t capacity = 1;
   for (const auto& r : requests) {
     const auto len = static_cast<std::int64_t>(r.prompt.size());
-    capacity =
-        std::max(capacity, std::min(len + cfg.max_new_tokens - 1, s.positions - bank.position_offset(r.prefix)));
+    capacity = std::max(capacity, std::min(len + cfg.max_new_tokens - 1, s.positions - bank.position_offset(r.prefix)));
   }
   return capacity;
 }

@@ -10,9 +10,9 @@
 #include <vector>
 
 #include "prefixtune/autograd/functions.hpp"
-#include "prefixtune/ops/gemm.hpp"
 #include "prefixtune/models/gpt2_config.hpp"
 #include "prefixtune/models/prefix_kv.hpp"
+#include "prefixtune/ops/gemm.hpp"
 
 namespace prefixtune {
 

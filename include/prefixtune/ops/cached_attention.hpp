@@ -18,16 +18,16 @@ namespace prefixtune {
 /// qkv (N, 3C) holds the rows' new tokens, packed; their K/V go into cache_k / cache_v (slots, NH, capacity, HS)
 /// and out (N, C) receives their attention over [prefix | cached tokens] (see detail::cached_attention_kernel).
 template <class T, class Device>
-void cached_attention_forward(const detail::CachedAttentionDims& d, const std::vector<detail::CachedAttentionRow<T>>& rows,
-                              const Tensor<T, Device>& qkv, Tensor<T, Device>& cache_k, Tensor<T, Device>& cache_v,
-                              Tensor<T, Device>& out) {
+void cached_attention_forward(const detail::CachedAttentionDims& d,
+                              const std::vector<detail::CachedAttentionRow<T>>& rows, const Tensor<T, Device>& qkv,
+                              Tensor<T, Device>& cache_k, Tensor<T, Device>& cache_v, Tensor<T, Device>& out) {
   const std::int64_t C = d.C();
   PREFIXTUNE_CHECK(qkv.rank() == 2 && qkv.size(1) == 3 * C && out.shape() == Shape({qkv.size(0), C}),
-                   "cached_attention: qkv ", qkv.shape(), " and out ", out.shape(), " must be (N, 3C) and (N, C) for C=",
-                   C);
+                   "cached_attention: qkv ", qkv.shape(), " and out ", out.shape(),
+                   " must be (N, 3C) and (N, C) for C=", C);
   const Shape cs{cache_k.defined() ? cache_k.size(0) : 0, d.NH, d.capacity, d.HS};
-  PREFIXTUNE_CHECK(cache_k.shape() == cs && cache_v.shape() == cs, "cached_attention: cache ", cache_k.shape(),
-                   " / ", cache_v.shape(), " must be (slots, ", d.NH, ", ", d.capacity, ", ", d.HS, ")");
+  PREFIXTUNE_CHECK(cache_k.shape() == cs && cache_v.shape() == cs, "cached_attention: cache ", cache_k.shape(), " / ",
+                   cache_v.shape(), " must be (slots, ", d.NH, ", ", d.capacity, ", ", d.HS, ")");
   cached_attention_kernel(Device{}, d, rows.data(), static_cast<std::int64_t>(rows.size()), qkv.data(), cache_k.data(),
                           cache_v.data(), out.data());
 }

@@ -17,7 +17,8 @@ namespace prefixtune {
 /// A row with no allowed token is an Error.
 template <class T, class Device>
 void greedy_select(Tensor<T, Device>& logits, const std::vector<std::int32_t>& ban_ids, std::int32_t eos_id,
-                   const std::vector<std::uint8_t>& ban_eos, std::vector<std::int32_t>& tok, std::vector<double>& logp) {
+                   const std::vector<std::uint8_t>& ban_eos, std::vector<std::int32_t>& tok,
+                   std::vector<double>& logp) {
   PREFIXTUNE_CHECK(logits.defined() && logits.rank() == 2, "greedy_select: logits must be (R, V), got ",
                    logits.defined() ? logits.shape().to_string() : std::string("(undefined)"));
   const std::int64_t R = logits.size(0), V = logits.size(1);

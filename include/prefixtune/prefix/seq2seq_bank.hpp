@@ -18,15 +18,12 @@ class Seq2SeqBank {
  public:
   Seq2SeqBank() = default;
   explicit Seq2SeqBank(const BartConfig& c)
-      : config_(c),
-        encoder_(c.encoder_kv_shape()),
-        decoder_(c.decoder_kv_shape()),
-        cross_(c.decoder_kv_shape()) {}
+      : config_(c), encoder_(c.encoder_kv_shape()), decoder_(c.decoder_kv_shape()), cross_(c.decoder_kv_shape()) {}
 
   const BartConfig& config() const { return config_; }
 
-  /// Adds merged tables (P, 2 * layers * d_model) each (KvShape::table_width of each stack), all of one length P; returns the entry's index. `name`
-  /// (may be empty) must be new. Nothing is added when any table is refused.
+  /// Adds merged tables (P, 2 * layers * d_model) each (KvShape::table_width of each stack), all of one length P;
+  /// returns the entry's index. `name` (may be empty) must be new. Nothing is added when any table is refused.
   template <class D>
   std::int64_t add(const Seq2SeqTables<T, D>& t, const std::string& name = "") {
     const std::string who = name.empty() ? std::string("prefix #") + std::to_string(size()) : name;

@@ -66,8 +66,7 @@ Seq2SeqTables<T, Device> load_seq2seq_prefix(const std::string& path, const Bart
     const std::int64_t width = shape.table_width();
     PREFIXTUNE_CHECK(table.rank() == 2 && table.size(0) >= 1 && table.size(1) == width && (P < 0 || table.size(0) == P),
                      path, ": ", name, " of shape ", table.shape(), " does not fit the model (expected (P, ", width,
-                     ") = (P, 2 * ", shape.layers, " layers * d_model ", c.d_model,
-                     ") with one P for all three)");
+                     ") = (P, 2 * ", shape.layers, " layers * d_model ", c.d_model, ") with one P for all three)");
     P = table.size(0);
     *parts[i] = DirectPrefix<T, Device>{Var<T, Device>(table.template to<Device>(), true, name)};
   }
