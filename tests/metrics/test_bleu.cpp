@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Tests of train/bleu.hpp: the 13a tokenizer, n-gram statistics worked out by hand (clipping, brevity penalty, the
+// Tests of metrics/bleu.hpp: the 13a tokenizer, n-gram statistics worked out by hand (clipping, brevity penalty, the
 // closest-reference rule, exp smoothing), and the exact scores published in sacreBLEU's README and test suite.
 #include <doctest/doctest.h>
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Tests of train/rouge.hpp: rouge_score's tokenizer, nltk's Porter stemmer in both modes word by word, ROUGE-1/2/L
+// Tests of metrics/rouge.hpp: rouge_score's tokenizer, nltk's Porter stemmer in both modes word by word, ROUGE-1/2/L
 // worked out by hand, rouge_score's own unit tests and ROUGE-1.5.5 values, 17-digit values of a re-implementation
 // of rouge_score on nltk, empty inputs, several references, the corpus mean and bad input.
 #include <doctest/doctest.h>
