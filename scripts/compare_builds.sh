@@ -16,7 +16,7 @@ dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 run() {  # run SIDE BUILD ROUND
   OMP_NUM_THREADS=$threads "$2/benchmarks/$bench" --benchmark_filter="$filter" --benchmark_out="$dir/$1.$3.json" \
-    --benchmark_out_format=json >/dev/null
+    --benchmark_out_format=json >/dev/null 2>"$dir/$1.$3.log" || { cat "$dir/$1.$3.log"; exit 1; }
 }
 for ((r = 0; r < rounds; r++)); do
   if ((r % 2 == 0)); then run old "$old" "$r" && run new "$new" "$r"; else run new "$new" "$r" && run old "$old" "$r"; fi
