@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Fuzz target: a PEFT prefix-tuning adapter folder (adapter_config.json, then "\n--8<--\n", then
 // adapter_model.safetensors) imported for a tiny model.
+#include <prefixtune/models/gpt2_config.hpp>
 #include <prefixtune/prefix/prefix_io.hpp>
 
 #include <filesystem>
