@@ -3,6 +3,7 @@
 #pragma once
 
 #include "prefixtune/autograd/autograd.hpp"
+#include "prefixtune/autograd/llama_functions.hpp"
 #include "prefixtune/core/device.hpp"
 #include "prefixtune/core/error.hpp"
 #include "prefixtune/core/macros.hpp"
@@ -48,8 +49,11 @@
 #include "prefixtune/ops/layout.hpp"
 #include "prefixtune/ops/linear.hpp"
 #include "prefixtune/ops/optimizer.hpp"
+#include "prefixtune/ops/rms_norm.hpp"
+#include "prefixtune/ops/rotary.hpp"
 #include "prefixtune/ops/parallel.hpp"
 #include "prefixtune/ops/softmax.hpp"
+#include "prefixtune/ops/swiglu.hpp"
 #include "prefixtune/ops/threads.hpp"
 #include "prefixtune/prefix/embedding_prefix.hpp"
 #include "prefixtune/prefix/kv_table.hpp"
