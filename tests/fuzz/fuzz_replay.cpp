@@ -22,6 +22,7 @@
 #include "fuzz_bpe_files.cpp"     // NOLINT(bugprone-suspicious-include)
 #include "fuzz_dataset.cpp"       // NOLINT(bugprone-suspicious-include)
 #include "fuzz_gpt2_config.cpp"   // NOLINT(bugprone-suspicious-include)
+#include "fuzz_llama_config.cpp"  // NOLINT(bugprone-suspicious-include)
 #include "fuzz_peft.cpp"          // NOLINT(bugprone-suspicious-include)
 #include "fuzz_prefix_files.cpp"  // NOLINT(bugprone-suspicious-include)
 #include "fuzz_safetensors.cpp"   // NOLINT(bugprone-suspicious-include)
@@ -75,6 +76,27 @@ void write_seeds(const fs::path& root) {
   "bos_token_id": 50256, "eos_token_id": 50256, "architectures": ["GPT2LMHeadModel"]})");
   put(root / "corpus/gpt2_config", "tiny.json",
       R"({"n_layer": 2, "n_embd": 8, "n_head": 2, "vocab_size": 16, "n_positions": 16, "n_inner": null})");
+  // llama_config: both transformers layouts, every family
+  put(root / "corpus/llama_config", "llama31.json",
+      R"({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 160,
+  "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100,
+  "max_position_embeddings": 64, "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "hidden_act": "silu",
+  "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+  "original_max_position_embeddings": 32, "rope_type": "llama3"}, "bos_token_id": 1, "eos_token_id": [2, 3],
+  "tie_word_embeddings": false, "torch_dtype": "bfloat16", "mlp_bias": false, "attention_bias": false})");
+  put(root / "corpus/llama_config", "qwen3_v5.json",
+      R"({"model_type": "qwen3", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+  "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 50,
+  "max_position_embeddings": 128, "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
+  "use_sliding_window": false, "sliding_window": null, "tie_word_embeddings": true, "dtype": "float32"})");
+  put(root / "corpus/llama_config", "qwen2.json",
+      R"({"model_type": "qwen2", "hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 1,
+  "num_attention_heads": 6, "num_key_value_heads": 2, "vocab_size": 60, "max_position_embeddings": 32,
+  "rope_theta": 1000000.0, "use_sliding_window": false, "sliding_window": 32, "max_window_layers": 1})");
+  put(root / "corpus/llama_config", "mistral.json",
+      R"({"model_type": "mistral", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+  "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": null, "vocab_size": 40,
+  "max_position_embeddings": 64, "sliding_window": null, "rope_theta": 1000000.0})");
   {  // bpe_files: byte-level vocabulary of the 256 byte symbols, a few merges, <|endoftext|>
     nlohmann::json vocab = nlohmann::json::object();
     for (int b = 0; b < 256; ++b) vocab[detail::bytes_to_token_text(std::string(1, static_cast<char>(b)))] = b;

@@ -154,6 +154,13 @@ Seen config_error(const std::string& json) {
   return seen([&] { (void)load_gpt2_config(dir.path.string()); }, dir.file("config.json"), dir.path.string());
 }
 
+/// load_llama_config of a folder whose config.json holds json.
+Seen llama_config_error(const std::string& json) {
+  TempDir dir;
+  write_text(dir.file("config.json"), json);
+  return seen([&] { (void)load_llama_config(dir.path.string()); }, dir.file("config.json"), dir.path.string());
+}
+
 Gpt2Config tiny_config() {
   Gpt2Config c;
   c.n_layer = 2, c.n_head = 2, c.n_embd = 8, c.n_positions = 12, c.vocab_size = 17;
@@ -537,6 +544,15 @@ const std::map<std::string, Case>& cases() {
         {"cfg-vocab-range", R"({"vocab_size": 1000000000})"},
         {"cfg-layer-range", R"({"n_layer": 0})"}};
     for (const auto& [id, input] : configs) c[id] = [in = input] { return config_error(in); };
+    // Llama-family config.json
+    const std::vector<std::pair<std::string, std::string>> llama_configs = {
+        {"lc-rope-type", R"({"model_type": "llama", "rope_scaling": {"rope_type": "yarn", "factor": 4.0}})"},
+        {"lc-gqa", R"({"model_type": "llama", "num_attention_heads": 32, "num_key_value_heads": 5})"},
+        {"lc-act", R"({"model_type": "qwen2", "hidden_act": "gelu"})"},
+        {"lc-window", R"({"model_type": "mistral", "max_position_embeddings": 32768, "sliding_window": 4096})"},
+        {"lc-model-type", R"({"model_type": "gemma"})"},
+        {"lc-eos", R"({"model_type": "llama", "vocab_size": 10, "eos_token_id": [2, 10]})"}};
+    for (const auto& [id, input] : llama_configs) c[id] = [in = input] { return llama_config_error(in); };
     c["cfg-no-weights"] = [] {
       TempDir dir;
       write_text(dir.file("config.json"), R"({"n_layer": 1, "n_head": 1, "n_embd": 4, "vocab_size": 8})");

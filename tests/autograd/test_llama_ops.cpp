@@ -1,0 +1,190 @@
+// SPDX-License-Identifier: MIT
+// Tests of the Llama family's ops (rms_norm, rotary, swiglu): forward against naive double references in float
+// and double, backward (through the tape) against central finite differences in double, accumulation into
+// existing gradients, the multi-threaded sizes, in-place use, and the error messages of bad arguments.
+#include <doctest/doctest.h>
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "prefixtune/autograd/gradcheck.hpp"
+#include "prefixtune/autograd/llama_functions.hpp"
+#include "prefixtune/models/llama_rope.hpp"
+#include "test_util.hpp"
+
+using namespace prefixtune;
+using test::error_of;
+using test::max_rel_diff;
+using test::random_tensor;
+
+namespace {
+
+// sum_i w_i v_i over two equally shaped tensors.
+double dot(const Tensor<double>& w, const Tensor<double>& v) {
+  double s = 0;
+  for (std::int64_t i = 0; i < w.numel(); ++i) s += w.data()[i] * v.data()[i];
+  return s;
+}
+
+std::vector<double> ref_rms_norm(const std::vector<double>& x, const std::vector<double>& g, std::int64_t C,
+                                 double eps) {
+  std::vector<double> y(x.size());
+  for (std::size_t r = 0; r * C < x.size(); ++r) {
+    double sq = 0;
+    for (std::int64_t j = 0; j < C; ++j) sq += x[r * C + j] * x[r * C + j];
+    const double s = 1.0 / std::sqrt(sq / double(C) + eps);
+    for (std::int64_t j = 0; j < C; ++j) y[r * C + j] = x[r * C + j] * s * g[j];
+  }
+  return y;
+}
+
+// transformers' q * cos + rotate_half(q) * sin, head by head, from the angle table written out in double.
+std::vector<double> ref_rotary(const std::vector<double>& x, const std::vector<double>& angles, std::int64_t N,
+                               std::int64_t H, std::int64_t HD) {
+  std::vector<double> y(x.size());
+  const std::int64_t half = HD / 2;
+  for (std::int64_t n = 0; n < N; ++n)
+    for (std::int64_t h = 0; h < H; ++h)
+      for (std::int64_t i = 0; i < HD; ++i) {
+        const std::size_t at = static_cast<std::size_t>((n * H + h) * HD);
+        const double a = angles[static_cast<std::size_t>(n * half + i % half)];
+        const double rotated = i < half ? -x[at + std::size_t(i + half)] : x[at + std::size_t(i - half)];
+        y[at + std::size_t(i)] = x[at + std::size_t(i)] * std::cos(a) + rotated * std::sin(a);
+      }
+  return y;
+}
+
+// <w, y> as a scalar on the tape (y a Var, w a constant of y's shape).
+Var<double> weighted_sum(Tape<double>& tape, const Var<double>& y, const Tensor<double>& w) {
+  const std::int64_t n = y.value().numel();
+  return matmul(tape, reshape(tape, y, Shape{1, n}), w.reshape({n, 1}));
+}
+
+double silu(double g) { return g / (1.0 + std::exp(-g)); }
+
+// Shapes (rows, C): small, odd, and one past the thread threshold.
+const std::int64_t kRowShapes[][2] = {{1, 1}, {3, 5}, {7, 64}, {300, 130}};
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("rms_norm: forward against double, backward against finite differences", T, float, double) {
+  Rng rng(3);
+  const double tol = std::is_same_v<T, float> ? 2e-6 : 1e-13;
+  for (const auto& [rows, C] : kRowShapes) {
+    const auto x = random_tensor<T>({rows, C}, rng, -2, 2), g = random_tensor<T>({C}, rng, 0.5, 1.5);
+    Tensor<T> y({rows, C}), rstd({rows});
+    rms_norm_forward(x, g, 1e-6, y, rstd);
+    const auto want = ref_rms_norm(test::as_double(x), test::as_double(g), C, 1e-6);
+    CHECK(max_rel_diff(test::as_double(y), want) < tol);
+    Tensor<T> same = x.clone();  // in place
+    rms_norm_forward(same, g, 1e-6, same, rstd);
+    CHECK(max_rel_diff(same.to_vector(), y.to_vector()) == 0.0);
+  }
+  // Backward through the tape, in double, against central differences of sum(w * y).
+  for (const auto& [rows, C] : {std::array<std::int64_t, 2>{2, 7}, std::array<std::int64_t, 2>{3, 16}}) {
+    auto xv = random_tensor<double>({rows, C}, rng, -2, 2), gv = random_tensor<double>({C}, rng, 0.5, 1.5);
+    const auto w = random_tensor<double>({rows, C}, rng);
+    Var<double> x(xv, true), g(gv, true);
+    Tape<double> tape;
+    tape.backward(weighted_sum(tape, rms_norm(tape, x, g, 1e-5), w));
+    auto f = [&] {
+      Tensor<double> out({rows, C}), none;
+      rms_norm_forward(xv, gv, 1e-5, out, none);
+      return dot(w, out);
+    };
+    CHECK(gradcheck(f, xv, x.grad()).ok(1e-8));
+    CHECK(gradcheck(f, gv, g.grad()).ok(1e-8));
+    // A second backward into the same gradients adds (accumulation contract of every op).
+    const auto first = x.grad().clone();
+    Tape<double> t2;
+    t2.backward(weighted_sum(t2, rms_norm(t2, x, g, 1e-5), w));
+    CHECK(max_rel_diff(x.grad().to_vector(), [&] {
+            auto v = first.to_vector();
+            for (auto& e : v) e *= 2;
+            return v;
+          }()) < 1e-14);
+  }
+  Tensor<T> x({2, 4}), g({5}), y({2, 4}), none;
+  CHECK(error_of([&] { rms_norm_forward(x, g, 1e-6, y, none); }).find("gamma shape (5) does not match x (2, 4)") !=
+        std::string::npos);
+}
+
+TEST_CASE_TEMPLATE("rotary: transformers' rotate-half rotation, and its transpose as the gradient", T, float, double) {
+  Rng rng(5);
+  RopeConfig rc;
+  rc.theta = 10000;
+  for (const auto& [N, H, HD] : {std::array<std::int64_t, 3>{1, 1, 2}, std::array<std::int64_t, 3>{5, 3, 8},
+                                 std::array<std::int64_t, 3>{70, 14, 64}}) {
+    const auto inv = rope_inv_freq(rc, HD);
+    std::vector<std::int64_t> pos(static_cast<std::size_t>(N));
+    for (std::int64_t n = 0; n < N; ++n) pos[static_cast<std::size_t>(n)] = (n * 7) % 41;  // any positions
+    Tensor<T> cos, sin;
+    rope_tables(inv, pos, cos, sin);
+    std::vector<double> angles;
+    for (std::int64_t n = 0; n < N; ++n)
+      for (std::int64_t i = 0; i < HD / 2; ++i)
+        angles.push_back(double(float(pos[std::size_t(n)]) * inv[std::size_t(i)]));
+    const auto x = random_tensor<T>({N, H * HD}, rng, -2, 2);
+    Tensor<T> y(x.shape());
+    rotary_forward(x, cos, sin, H, y);
+    const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-6;  // the angles' cos / sin are float32, as in HF
+    CHECK(max_rel_diff(test::as_double(y), ref_rotary(test::as_double(x), angles, N, H, HD)) < tol);
+    // The gradient of <w, rotary(x)> is the inverse rotation of w: rotating y back gives x, up to cos^2 + sin^2 of
+    // float32 tables (1 within 1e-7).
+    Tensor<T> back = Tensor<T>::zeros(x.shape());
+    rotary_backward(y, cos, sin, H, back);
+    CHECK(max_rel_diff(test::as_double(back), test::as_double(x)) < 2e-7);
+  }
+  // Through the tape in double against central differences (a (B, T, H * HD) input).
+  const std::int64_t B = 2, TT = 3, H = 2, HD = 6;
+  Tensor<double> cos, sin;
+  rope_tables(rope_inv_freq(rc, HD), {0, 1, 2, 5, 6, 7}, cos, sin);
+  auto xv = random_tensor<double>({B, TT, H * HD}, rng);
+  const auto w = random_tensor<double>({B, TT, H * HD}, rng);
+  Var<double> x(xv, true);
+  Tape<double> tape;
+  tape.backward(weighted_sum(tape, rotary(tape, x, cos, sin, H), w));
+  auto f = [&] {
+    Tensor<double> out(xv.shape());
+    rotary_forward(xv, cos, sin, H, out);
+    return dot(w, out);
+  };
+  CHECK(gradcheck(f, xv, x.grad()).ok(1e-9));
+  Tensor<double> bad({3, 12}), out({3, 12});
+  CHECK(error_of([&] { rotary_forward(bad, cos, sin, H, out); }).find("over the 6 tokens of the tables") !=
+        std::string::npos);
+}
+
+TEST_CASE_TEMPLATE("swiglu: silu(gate) * up against double, both gradients against finite differences", T, float,
+                   double) {
+  Rng rng(9);
+  for (const std::int64_t n : {1, 33, 5000}) {
+    const auto gate = random_tensor<T>({n}, rng, -6, 6), up = random_tensor<T>({n}, rng, -2, 2);
+    Tensor<T> y({n});
+    swiglu_forward(gate, up, y);
+    std::vector<double> want;
+    for (std::int64_t i = 0; i < n; ++i) want.push_back(silu(double(gate.data()[i])) * double(up.data()[i]));
+    CHECK(max_rel_diff(test::as_double(y), want) < (std::is_same_v<T, float> ? 1e-6 : 1e-14));
+  }
+  auto gv = random_tensor<double>({4, 9}, rng, -6, 6), uv = random_tensor<double>({4, 9}, rng, -2, 2);
+  const auto w = random_tensor<double>({4, 9}, rng);
+  Var<double> gate(gv, true), up(uv, true);
+  Tape<double> tape;
+  tape.backward(weighted_sum(tape, swiglu(tape, gate, up), w));
+  auto f = [&] {
+    Tensor<double> out(gv.shape());
+    swiglu_forward(gv, uv, out);
+    return dot(w, out);
+  };
+  CHECK(gradcheck(f, gv, gate.grad()).ok(1e-8));
+  CHECK(gradcheck(f, uv, up.grad()).ok(1e-8));
+  // A frozen up (a plain Tensor) gets no gradient; gate's is still right.
+  Var<double> gate2(gv, true);
+  Tape<double> t2;
+  t2.backward(weighted_sum(t2, swiglu(t2, gate2, uv), w));
+  CHECK(max_rel_diff(gate2.grad().to_vector(), gate.grad().to_vector()) < 1e-15);
+  Tensor<double> a({3}), b({4}), o({3});
+  CHECK(error_of([&] { swiglu_forward(a, b, o); }).find("must share one shape") != std::string::npos);
+}
