@@ -95,6 +95,14 @@ inline std::vector<double> random_values(std::int64_t n, Rng& rng) {
   return v;
 }
 
+/// sum_i a_i b_i over two equally shaped double tensors (the scalar of a finite-difference check: <w, f(x)>).
+inline double dot(const Tensor<double>& a, const Tensor<double>& b) {
+  REQUIRE(a.numel() == b.numel());
+  double s = 0;
+  for (std::int64_t i = 0; i < a.numel(); ++i) s += a.data()[i] * b.data()[i];
+  return s;
+}
+
 /// Naive row-major GEMM in double: C = alpha op(A) op(B) + beta C.
 inline void naive_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, double alpha,
                        const std::vector<double>& a, std::int64_t lda, const std::vector<double>& b, std::int64_t ldb,

@@ -15,18 +15,12 @@
 #include "test_util.hpp"
 
 using namespace prefixtune;
+using test::dot;
 using test::error_of;
 using test::max_rel_diff;
 using test::random_tensor;
 
 namespace {
-
-// sum_i w_i v_i over two equally shaped tensors.
-double dot(const Tensor<double>& w, const Tensor<double>& v) {
-  double s = 0;
-  for (std::int64_t i = 0; i < w.numel(); ++i) s += w.data()[i] * v.data()[i];
-  return s;
-}
 
 std::vector<double> ref_rms_norm(const std::vector<double>& x, const std::vector<double>& g, std::int64_t C,
                                  double eps) {

@@ -16,6 +16,7 @@
 
 using namespace prefixtune;
 using test::as_double;
+using test::dot;
 using test::error_of;
 using test::max_rel_diff;
 using test::random_tensor;
@@ -31,12 +32,6 @@ template <class T>
 Tensor<T> cast_t(const Tensor<double>& t) {
   auto v = t.to_vector();
   return Tensor<T>::from_vector(t.shape(), std::vector<T>(v.begin(), v.end()));
-}
-
-double dot(const Tensor<double>& a, const Tensor<double>& b) {
-  double s = 0;
-  for (std::int64_t i = 0; i < a.numel(); ++i) s += a.data()[i] * b.data()[i];
-  return s;
 }
 
 /// Checks an analytic gradient of f against central differences w.r.t. x (double tensors).

@@ -16,6 +16,7 @@
 
 using namespace prefixtune;
 using test::as_double;
+using test::dot;
 using test::error_of;
 using test::max_rel_diff;
 using test::random_tensor;
@@ -23,13 +24,6 @@ using test::to_double;
 using test::tolerance;
 
 namespace {
-
-// sum_i w_i v_i over two equally shaped tensors.
-double dot(const Tensor<double>& w, const Tensor<double>& v) {
-  double s = 0;
-  for (std::int64_t i = 0; i < w.numel(); ++i) s += w.data()[i] * v.data()[i];
-  return s;
-}
 
 // Shapes of assorted ranks and odd sizes; the last is large enough for the multi-threaded path.
 const Shape kShapes[] = {Shape{1},           Shape{7},    Shape{3, 5},    Shape{2, 3, 17},
