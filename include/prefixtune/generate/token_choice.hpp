@@ -23,9 +23,7 @@ namespace prefixtune::detail {
 /// tokens exist, the end token become -inf.
 template <class T>
 void process_logits(T* logits, const GenerateConfig& cfg, std::int64_t generated) {
-  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
-  for (auto id : cfg.ban_ids) logits[id] = kNegInf;
-  if (generated < cfg.min_new_tokens) logits[cfg.eos_id] = kNegInf;
+  ban_tokens(logits, cfg.ban_ids, cfg.eos_id, generated < cfg.min_new_tokens);
 }
 
 /// The processors that look at a row's sequence (start tokens, then the generated ones), after process_logits:

@@ -27,9 +27,8 @@ void greedy_select_kernel(Cuda, T* logits, std::int64_t R, std::int64_t V, const
   logp.assign(static_cast<std::size_t>(R), 0.0);
   if (R == 0) return;
   // The processors, in place: banned ids, and the end token of the flagged rows, become -inf.
-  const std::vector<std::int32_t>& bans = ban_ids;
-  const auto nb = static_cast<std::int64_t>(bans.size());
-  const auto d_bans = cuda_upload(bans.data(), nb);
+  const auto nb = static_cast<std::int64_t>(ban_ids.size());
+  const auto d_bans = cuda_upload(ban_ids.data(), nb);
   const auto d_eos = cuda_upload(ban_eos.data(), R);
   const std::int32_t* bp = d_bans.data();
   const std::uint8_t* ep = d_eos.data();
