@@ -32,7 +32,7 @@ Tensor<T, Device> gpt2_extend(const Gpt2<T, Device, Param>& m, const PrefixBank<
                               KvCache<T, Device>& cache, const std::vector<std::int64_t>& slots,
                               const std::vector<std::vector<std::int32_t>>& tokens) {
   const Gpt2Config& c = m.config;
-  PREFIXTUNE_CHECK(cache.dims().NH == c.n_head && cache.dims().HS == c.head_size(),
+  PREFIXTUNE_CHECK(cache.shape().kv_heads == c.n_head && cache.shape().head_dim == c.head_size(),
                    "gpt2_extend: the cache was made for another model");
   auto step = detail::pack_cached_step("gpt2_extend", cache, bank, slots, tokens, c.vocab_size, c.n_positions,
                                        [&](std::int64_t s, std::int64_t i) {

@@ -26,8 +26,7 @@ class KvCache {
 
   /// A cache for any causal stack (a GPT-2 config converts to its KvShape; BART's decoder_kv_shape()): `slots`
   /// rows of `capacity` tokens each, at most the stack's context.
-  KvCache(const KvShape& shape, std::int64_t slots, std::int64_t capacity)
-      : shape_(shape), dims_{shape.kv_heads, shape.head_dim, capacity} {
+  KvCache(const KvShape& shape, std::int64_t slots, std::int64_t capacity) : shape_(shape), capacity_(capacity) {
     PREFIXTUNE_CHECK(slots >= 1 && capacity >= 1, "KvCache: slots (", slots, ") and capacity (", capacity,
                      ") must be >= 1");
     PREFIXTUNE_CHECK(capacity <= shape.positions, "KvCache: capacity ", capacity, " exceeds the model's context of ",
@@ -43,12 +42,13 @@ class KvCache {
   }
 
   std::int64_t slots() const { return static_cast<std::int64_t>(length_.size()); }
-  std::int64_t capacity() const { return dims_.capacity; }
+  std::int64_t capacity() const { return capacity_; }
   std::int64_t length(std::int64_t slot) const { return length_.at(static_cast<std::size_t>(slot)); }
   std::int64_t prefix(std::int64_t slot) const { return prefix_.at(static_cast<std::size_t>(slot)); }
   /// The stack this cache was made for.
   const KvShape& shape() const { return shape_; }
-  const detail::CachedAttentionDims& dims() const { return dims_; }
+  /// The sizes the cached-attention kernels read: K/V heads, head size, capacity.
+  detail::CachedAttentionDims dims() const { return {shape_.kv_heads, shape_.head_dim, capacity_}; }
   Tensor<T, Device>& k(std::int64_t l) { return k_.at(static_cast<std::size_t>(l)); }
   Tensor<T, Device>& v(std::int64_t l) { return v_.at(static_cast<std::size_t>(l)); }
 
@@ -70,8 +70,8 @@ class KvCache {
     if (dst == src) return;
     const std::int64_t n = length_[static_cast<std::size_t>(src)];
     for (std::size_t l = 0; l < k_.size(); ++l) {
-      cache_copy_slot(dims_, k_[l], dst, src, n);
-      cache_copy_slot(dims_, v_[l], dst, src, n);
+      cache_copy_slot(dims(), k_[l], dst, src, n);
+      cache_copy_slot(dims(), v_[l], dst, src, n);
     }
     length_[static_cast<std::size_t>(dst)] = n;
     prefix_[static_cast<std::size_t>(dst)] = prefix_[static_cast<std::size_t>(src)];
@@ -87,7 +87,7 @@ class KvCache {
 
  private:
   KvShape shape_{};
-  detail::CachedAttentionDims dims_;
+  std::int64_t capacity_ = 0;
   std::vector<Tensor<T, Device>> k_, v_;
   std::vector<std::int64_t> length_, prefix_, from_;
 };
