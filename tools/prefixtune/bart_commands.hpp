@@ -22,12 +22,7 @@ namespace prefixtune_cli {
 inline std::string model_type_of(const std::string& dir) {
   const fs::path config = fs::path(dir) / "config.json";
   if (!fs::is_regular_file(config)) return "";
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_text_file(config.string()));
-  } catch (const nlohmann::json::exception& e) {
-    PREFIXTUNE_FAIL(config.string(), ": invalid JSON: ", e.what());
-  }
+  const nlohmann::json j = read_json_file(config.string());
   return j.is_object() && j.contains("model_type") && j["model_type"].is_string() ? j["model_type"].get<std::string>()
                                                                                   : "";
 }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Typed reads of integer fields from parsed JSON files (config.json, adapter_config.json), with errors naming the
-// file and the key.
+// JSON files (config.json, adapter_config.json, generation_config.json): read_json_file, and typed reads of their
+// optional fields, with errors naming the file and the key.
 #pragma once
 
 #include <cstdint>
@@ -9,8 +9,21 @@
 #include <nlohmann/json.hpp>
 
 #include "prefixtune/core/error.hpp"
+#include "prefixtune/io/file.hpp"
 
-namespace prefixtune::detail {
+namespace prefixtune {
+
+/// `path` parsed as JSON; a missing file or invalid JSON is an Error naming the path.
+inline nlohmann::json read_json_file(const std::string& path) {
+  const std::string text = read_text_file(path);
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    PREFIXTUNE_FAIL(path, ": invalid JSON: ", e.what());
+  }
+}
+
+namespace detail {
 
 /// Sets `out` from j[key] when present; absent or null (HuggingFace's "unset") keeps `out`; anything but an
 /// integer is an Error naming `where` and the key.
@@ -26,4 +39,19 @@ inline std::int64_t json_int(const nlohmann::json& j, const char* key, const std
   return j[key].get<std::int64_t>();
 }
 
-}  // namespace prefixtune::detail
+/// j[key] as a number when present and not null (HuggingFace's "unset"), else `out` is kept.
+inline void json_optional_number(const nlohmann::json& j, const char* key, const std::string& where, double& out) {
+  if (!j.contains(key) || j[key].is_null()) return;
+  PREFIXTUNE_CHECK(j[key].is_number(), where, ": '", key, "' must be a number, got ", j[key].dump());
+  out = j[key].get<double>();
+}
+
+/// j[key] as a boolean when present and not null, else `out` is kept.
+inline void json_optional_bool(const nlohmann::json& j, const char* key, const std::string& where, bool& out) {
+  if (!j.contains(key) || j[key].is_null()) return;
+  PREFIXTUNE_CHECK(j[key].is_boolean(), where, ": '", key, "' must be true or false, got ", j[key].dump());
+  out = j[key].get<bool>();
+}
+
+}  // namespace detail
+}  // namespace prefixtune

@@ -13,6 +13,7 @@
 
 #include "prefixtune/core/rng.hpp"
 #include "prefixtune/io/file.hpp"
+#include "prefixtune/io/json_fields.hpp"
 #include "prefixtune/io/safetensors.hpp"
 #include "prefixtune/models/bart.hpp"
 
@@ -21,13 +22,7 @@ namespace prefixtune {
 /// Reads and validates `dir`/config.json as a BART config (a GPT-2 config is refused, naming load_gpt2).
 inline BartConfig load_bart_config(const std::string& dir) {
   const std::string path = (std::filesystem::path(dir) / "config.json").string();
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_text_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    PREFIXTUNE_FAIL(path, ": invalid JSON: ", e.what());
-  }
-  return BartConfig::from_json(j, path);
+  return BartConfig::from_json(read_json_file(path), path);
 }
 
 namespace detail {

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "prefixtune/io/file.hpp"
+#include "prefixtune/io/json_fields.hpp"
 #include "prefixtune/io/safetensors.hpp"
 #include "prefixtune/models/gpt2.hpp"
 
@@ -23,14 +24,7 @@ struct Gpt2LoadOptions {
 /// Reads and validates `dir`/config.json.
 inline Gpt2Config load_gpt2_config(const std::string& dir) {
   const std::string path = (std::filesystem::path(dir) / "config.json").string();
-  const std::string text = read_text_file(path);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    PREFIXTUNE_FAIL(path, ": invalid JSON: ", e.what());
-  }
-  return Gpt2Config::from_json(j, path);
+  return Gpt2Config::from_json(read_json_file(path), path);
 }
 
 namespace detail {

@@ -111,20 +111,6 @@ struct LlamaConfig {
 
 namespace detail {
 
-/// j[key] as a number when present and not null (HuggingFace's "unset"), else `out` is kept.
-inline void json_optional_number(const nlohmann::json& j, const char* key, const std::string& where, double& out) {
-  if (!j.contains(key) || j[key].is_null()) return;
-  PREFIXTUNE_CHECK(j[key].is_number(), where, ": '", key, "' must be a number, got ", j[key].dump());
-  out = j[key].get<double>();
-}
-
-/// j[key] as a boolean when present and not null, else `out` is kept.
-inline void json_optional_bool(const nlohmann::json& j, const char* key, const std::string& where, bool& out) {
-  if (!j.contains(key) || j[key].is_null()) return;
-  PREFIXTUNE_CHECK(j[key].is_boolean(), where, ": '", key, "' must be true or false, got ", j[key].dump());
-  out = j[key].get<bool>();
-}
-
 /// The rope settings of a rope_scaling (4.x) or rope_parameters (5.x) object: its type under "rope_type" or
 /// "type" ("default" when absent), and the llama3 fields.
 inline void read_rope_object(const nlohmann::json& r, const char* key, const std::string& where, RopeConfig& rope) {

@@ -9,34 +9,20 @@
 
 #include <nlohmann/json.hpp>
 
-#include "prefixtune/io/file.hpp"
+#include "prefixtune/io/json_fields.hpp"
 #include "prefixtune/models/llama_config.hpp"
 
 namespace prefixtune {
-
-namespace detail {
-
-/// `path` parsed as JSON, or an Error naming it.
-inline nlohmann::json read_json_file(const std::string& path) {
-  const std::string text = read_text_file(path);
-  try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    PREFIXTUNE_FAIL(path, ": invalid JSON: ", e.what());
-  }
-}
-
-}  // namespace detail
 
 /// Reads and validates `dir`/config.json as a Llama-family config (a GPT-2 or BART folder is refused, naming its
 /// loader). When `dir`/generation_config.json exists and names eos_token_id (an id or a list, as Llama 3's
 /// chat models do), those ids replace config.json's.
 inline LlamaConfig load_llama_config(const std::string& dir) {
   const std::string path = (std::filesystem::path(dir) / "config.json").string();
-  LlamaConfig c = LlamaConfig::from_json(detail::read_json_file(path), path);
+  LlamaConfig c = LlamaConfig::from_json(read_json_file(path), path);
   const std::string gen = (std::filesystem::path(dir) / "generation_config.json").string();
   if (std::filesystem::exists(gen)) {
-    const nlohmann::json g = detail::read_json_file(gen);
+    const nlohmann::json g = read_json_file(gen);
     PREFIXTUNE_CHECK(g.is_object(), gen, ": must be a JSON object");
     if (g.contains("eos_token_id") && !g["eos_token_id"].is_null()) {
       c.eos_token_ids = detail::read_eos_ids(g, gen);

@@ -81,12 +81,7 @@ void export_peft(const std::string& dir, const DirectPrefix<T, Device>& prefix, 
 template <class T, class Device = Cpu>
 DirectPrefix<T, Device> import_peft(const std::string& dir, const KvShape& s) {
   const std::string cfg_path = (std::filesystem::path(dir) / "adapter_config.json").string();
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_text_file(cfg_path));
-  } catch (const nlohmann::json::exception& e) {
-    PREFIXTUNE_FAIL(cfg_path, ": invalid JSON: ", e.what());
-  }
+  const nlohmann::json j = read_json_file(cfg_path);
   PREFIXTUNE_CHECK(j.is_object() && j.contains("peft_type") && j["peft_type"] == "PREFIX_TUNING", cfg_path,
                    ": not a PEFT prefix-tuning adapter (peft_type must be \"PREFIX_TUNING\")");
   if (j.contains("prefix_projection")) {  // absent or null: PEFT's default, false
