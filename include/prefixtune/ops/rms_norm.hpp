@@ -9,21 +9,18 @@
 #include "prefixtune/backend/cpu/rms_norm.hpp"
 #include "prefixtune/core/error.hpp"
 #include "prefixtune/core/tensor.hpp"
+#include "prefixtune/ops/layer_norm.hpp"
 
 namespace prefixtune {
 
 namespace detail {
 
-/// Checks x (..., C), gamma (C) and rstd (rows) or undefined; returns C. `op` names the caller.
+/// Checks x (..., C) and gamma (C) as layer_norm does, and rstd (rows) or undefined; returns C. `op` names the
+/// caller.
 template <class T, class Device>
 std::int64_t rms_norm_channels(const char* op, const Tensor<T, Device>& x, const Tensor<T, Device>& gamma,
                                const Tensor<T, Device>& rstd) {
-  PREFIXTUNE_CHECK(x.defined() && gamma.defined(), op, ": x and gamma must be defined");
-  PREFIXTUNE_CHECK(x.rank() >= 1 && x.size(-1) >= 1, op, ": x must have rank >= 1 and a last dim >= 1, got ",
-                   x.shape());
-  const std::int64_t C = x.size(-1);
-  PREFIXTUNE_CHECK(gamma.rank() == 1 && gamma.size(0) == C, op, ": gamma shape ", gamma.shape(), " does not match x ",
-                   x.shape(), " last dim ", C);
+  const std::int64_t C = layer_norm_channels(op, x, gamma);
   PREFIXTUNE_CHECK(!rstd.defined() || (rstd.rank() == 1 && rstd.size(0) == x.numel() / C), op, ": rstd shape ",
                    rstd.shape(), " should be (", x.numel() / C, ") for x ", x.shape());
   return C;
