@@ -7,6 +7,7 @@
 # Usage: scripts/compare_builds.sh OLD_BUILD NEW_BUILD BENCHMARK FILTER COUNTER [ROUNDS] [THREADS]
 #   e.g. scripts/compare_builds.sh ../baseline/build build-release bench_train_step 'BM_prefix_train_step' tokens/s 4
 set -euo pipefail
+source "$(dirname "$0")/alternate.sh"
 if [ $# -lt 5 ]; then sed -n '2,8p' "$0"; exit 2; fi
 old=$1 new=$2 bench=$3 filter=$4 counter=$5 rounds=${6:-4} threads=${7:-2}
 for b in "$old" "$new"; do
@@ -18,9 +19,9 @@ run() {  # run SIDE BUILD ROUND
   OMP_NUM_THREADS=$threads "$2/benchmarks/$bench" --benchmark_filter="$filter" --benchmark_out="$dir/$1.$3.json" \
     --benchmark_out_format=json >/dev/null 2>"$dir/$1.$3.log" || { cat "$dir/$1.$3.log"; exit 1; }
 }
-for ((r = 0; r < rounds; r++)); do
-  if ((r % 2 == 0)); then run old "$old" "$r" && run new "$new" "$r"; else run new "$new" "$r" && run old "$old" "$r"; fi
-done
+run_old() { run old "$old" "$1"; }
+run_new() { run new "$new" "$1"; }
+alternate_rounds "$rounds" run_old run_new
 /usr/bin/python3 - "$dir" "$rounds" "$counter" "$old" "$new" <<'PY'
 import json, statistics, sys
 

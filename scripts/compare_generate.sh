@@ -13,6 +13,7 @@
 #   binary built some other way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/alternate.sh
 build=${1:-build}
 threads=${2:-2}
 rounds=${3:-3}
@@ -34,13 +35,7 @@ ours() {
 theirs() {
   /usr/bin/python3 benchmarks/torch_generate.py --threads "$threads" --runs 2 --prefix 0 | tail -n 1 >"$dir/torch.$1.json"
 }
-for ((r = 0; r < rounds; r++)); do  # prefixtune first in rounds 1, 3, ..., PyTorch first in rounds 2, 4, ...
-  if ((r % 2 == 0)); then
-    ours "$r" && theirs "$r"
-  else
-    theirs "$r" && ours "$r"
-  fi
-done
+alternate_rounds "$rounds" ours theirs  # prefixtune first in rounds 1, 3, ..., PyTorch first in rounds 2, 4, ...
 /usr/bin/python3 - "$dir" "$rounds" "$threads" <<'PY'
 import json, statistics, sys
 

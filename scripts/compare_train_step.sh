@@ -7,6 +7,7 @@
 # Usage: scripts/compare_train_step.sh [BUILD_DIR] [THREADS] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/alternate.sh
 build=${1:-build}
 threads=${2:-2}
 rounds=${3:-2}
@@ -20,13 +21,7 @@ ours() {
 theirs() {
   /usr/bin/python3 benchmarks/torch_train_step.py --threads "$threads" --steps 5 | tail -n 1 >"$dir/torch.$1.json"
 }
-for ((r = 0; r < rounds; r++)); do
-  if ((r % 2 == 0)); then
-    ours "$r" && theirs "$r"
-  else
-    theirs "$r" && ours "$r"
-  fi
-done
+alternate_rounds "$rounds" ours theirs
 /usr/bin/python3 - "$dir" "$rounds" "$threads" <<'PY'
 import json, statistics, sys
 

@@ -1,0 +1,16 @@
+# SPDX-License-Identifier: MIT
+# Sourced by the scripts that compare two sides in one run (compare_train_step.sh, compare_generate.sh,
+# compare_builds.sh): these VMs change speed within minutes, so neither side may always run on the machine state
+# the other leaves.
+#   alternate_rounds ROUNDS FIRST SECOND   runs `FIRST r; SECOND r` in rounds r = 0, 2, 4, ... and
+#                                          `SECOND r; FIRST r` in rounds 1, 3, ... (each a command taking the round)
+alternate_rounds() {
+  local rounds=$1 first=$2 second=$3 r
+  for ((r = 0; r < rounds; r++)); do
+    if ((r % 2 == 0)); then
+      "$first" "$r" && "$second" "$r"
+    else
+      "$second" "$r" && "$first" "$r"
+    fi
+  done
+}
