@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: MIT
 // The differentiable ops the Llama family adds to the autograd: rms_norm, rotary (rotate-half position
-// embeddings with given cos / sin tables) and swiglu (silu(gate) * up). Each records one closure, as in
-// functions.hpp; frozen Tensor arguments get no gradient.
+// embeddings with given cos / sin tables), swiglu (silu(gate) * up), gqa_qkv (the grouped-query attention input)
+// and repeat_heads (a prefix's K/V heads for their query heads). Each records one closure, as in functions.hpp;
+// frozen Tensor arguments get no gradient.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 
 #include "prefixtune/autograd/functions.hpp"
+#include "prefixtune/ops/gqa.hpp"
 #include "prefixtune/ops/rms_norm.hpp"
 #include "prefixtune/ops/rotary.hpp"
 #include "prefixtune/ops/swiglu.hpp"
@@ -66,6 +68,51 @@ detail::var_t<G> swiglu(detail::tape_t<G>& tape, const G& gate, const U& up) {
       if (!y.grad().defined()) return;
       Tensor<T, D> dg = detail::grad_of(gate), du = detail::grad_of(up);
       swiglu_backward(y.grad(), gv, uv, dg, du);
+    });
+  }
+  return y;
+}
+
+/// The attention input of a fused q|k|v projection x (B, T, (NH + 2 KVH) HD): per-head norm (when heads has
+/// norm weights, frozen), rotation by cos / sin (B*T, HD), K/V heads repeated for their query heads: (B, T, 3 NH HD),
+/// what attention() reads with NH heads. Gradients flow to x.
+template <class X, class T = detail::value_t<X>, class D = detail::device_t<X>>
+detail::var_t<X> gqa_qkv(detail::tape_t<X>& tape, const X& x, const Tensor<T, D>& cos, const Tensor<T, D>& sin,
+                         const GqaHeads<T, D>& heads) {
+  const Tensor<T, D> xv = detail::value_of(x);
+  PREFIXTUNE_CHECK(xv.defined() && xv.rank() >= 1, "gqa_qkv: undefined or rank-0 input");
+  Tensor<T, D> out(xv.shape().with(xv.rank() - 1, 3 * heads.NH * heads.HD));
+  gqa_qkv_forward(xv, cos, sin, heads, true, out);
+  const bool rec = detail::should_record(x);
+  Var<T, D> y(out, rec, "gqa_qkv");
+  if (rec) {
+    tape.record([y, x, xv, cos, sin, heads] {
+      if (!y.grad().defined()) return;
+      Tensor<T, D> dx = detail::grad_of(x);
+      gqa_qkv_backward(y.grad(), xv, cos, sin, heads, true, dx);
+    });
+  }
+  return y;
+}
+
+/// x (B, H, ...) -> (B, H * group, ...), every head repeated `group` times (out head i = x head i / group);
+/// group 1 returns x itself. The gradient sums the copies.
+template <class X>
+detail::var_t<X> repeat_heads(detail::tape_t<X>& tape, const X& x, std::int64_t group) {
+  using T = detail::value_t<X>;
+  using D = detail::device_t<X>;
+  const Tensor<T, D> xv = detail::value_of(x);
+  PREFIXTUNE_CHECK(xv.defined() && xv.rank() >= 2, "repeat_heads: x must be (B, heads, ...)");
+  if (group == 1) return detail::var_t<X>(x);
+  Tensor<T, D> out(xv.shape().with(1, xv.size(1) * group));
+  repeat_heads_forward(xv, group, out);
+  const bool rec = detail::should_record(x);
+  Var<T, D> y(out, rec, "repeat_heads");
+  if (rec) {
+    tape.record([y, x, group] {
+      if (!y.grad().defined()) return;
+      Tensor<T, D> dx = detail::grad_of(x);
+      repeat_heads_backward(y.grad(), group, dx);
     });
   }
   return y;

@@ -16,6 +16,7 @@
 #include "prefixtune/io/json_fields.hpp"
 #include "prefixtune/io/safetensors.hpp"
 #include "prefixtune/models/bart.hpp"
+#include "prefixtune/models/hf_reader.hpp"
 
 namespace prefixtune {
 
@@ -27,45 +28,9 @@ inline BartConfig load_bart_config(const std::string& dir) {
 
 namespace detail {
 
-/// Reads HF tensors by key, transposing nn.Linear weights to [in, out] and fusing projections column-wise;
-/// remembers every key it read (the rest of the file must be empty).
+/// BART reads one safetensors file.
 template <class T>
-class BartReader {
- public:
-  BartReader(const SafeTensorsFile& f, std::string prefix) : f_(f), prefix_(std::move(prefix)) {}
-
-  Tensor<T, Cpu> get(const std::string& key, const Shape& shape) {
-    const std::string k = prefix_ + key;
-    PREFIXTUNE_CHECK(f_.has(k), f_.path(), ": missing tensor '", k, "' (expected shape ", shape,
-                     " for the config in config.json)");
-    seen_.insert(k);
-    return f_.load<T>(k, shape, false);
-  }
-  /// Linear layers `names` (each [out_i, in] in the file) as one [in, sum out_i] weight and its fused bias.
-  std::pair<Tensor<T, Cpu>, Tensor<T, Cpu>> linear(const std::string& base, const std::vector<std::string>& names,
-                                                   std::int64_t in, std::int64_t out_each) {
-    const auto n = static_cast<std::int64_t>(names.size());
-    auto w = Tensor<T, Cpu>::empty({in, n * out_each});
-    auto b = Tensor<T, Cpu>::empty({n * out_each});
-    for (std::int64_t i = 0; i < n; ++i) {
-      const auto wi = get(base + names[static_cast<std::size_t>(i)] + ".weight", Shape{out_each, in});
-      const auto bi = get(base + names[static_cast<std::size_t>(i)] + ".bias", Shape{out_each});
-      for (std::int64_t o = 0; o < out_each; ++o) {
-        for (std::int64_t r = 0; r < in; ++r) w(r, i * out_each + o) = wi(o, r);
-        b(i * out_each + o) = bi(o);
-      }
-    }
-    return {w, b};
-  }
-  void mark(const std::string& full_key) { seen_.insert(full_key); }
-  const std::set<std::string>& seen() const { return seen_; }
-  const std::string& prefix() const { return prefix_; }
-
- private:
-  const SafeTensorsFile& f_;
-  std::string prefix_;
-  std::set<std::string> seen_;
-};
+using BartReader = HfReader<T, SafeTensorsFile>;
 
 }  // namespace detail
 
@@ -163,23 +128,12 @@ Bart<T, Device> load_bart(const std::string& dir) {
 
 namespace detail {
 
-/// Adds a fused [in, n * out] linear weight and its bias as n HuggingFace nn.Linear layers base + names[i] (weight
-/// [out, in], bias [out]): BartReader::linear's inverse.
+/// Adds n equally wide fused nn.Linear layers (add_hf_linear).
 template <class T>
 void add_bart_linear(SafeTensorsWriter& w, const std::string& base, const std::vector<std::string>& names,
                      const Tensor<T, Cpu>& weight, const Tensor<T, Cpu>& bias, DType dtype) {
   const auto n = static_cast<std::int64_t>(names.size());
-  const std::int64_t in = weight.size(0), out = weight.size(1) / n;
-  for (std::int64_t i = 0; i < n; ++i) {
-    auto wi = Tensor<T, Cpu>::empty({out, in});
-    auto bi = Tensor<T, Cpu>::empty({out});
-    for (std::int64_t o = 0; o < out; ++o) {
-      for (std::int64_t r = 0; r < in; ++r) wi(o, r) = weight(r, i * out + o);
-      bi(o) = bias(i * out + o);
-    }
-    w.add(base + names[static_cast<std::size_t>(i)] + ".weight", wi, dtype);
-    w.add(base + names[static_cast<std::size_t>(i)] + ".bias", bi, dtype);
-  }
+  add_hf_linear(w, base, names, weight, bias, std::vector<std::int64_t>(names.size(), weight.size(1) / n), dtype);
 }
 
 }  // namespace detail

@@ -11,6 +11,7 @@
 
 #include "prefixtune/autograd/functions.hpp"
 #include "prefixtune/models/gpt2_config.hpp"
+#include "prefixtune/models/positions.hpp"
 #include "prefixtune/models/prefix_kv.hpp"
 #include "prefixtune/ops/gemm.hpp"
 
@@ -138,31 +139,6 @@ Gpt2<T, To> to_device(const Gpt2<T, From>& m) {
   return r;
 }
 
-namespace detail {
-
-/// Position ids offset..offset+T-1 for every row, after checking they fit the model's context.
-/// Position ids offset..offset+T-1 for every row, after checking they fit the model's context. With an infix
-/// (visible_from (B) defined, of length P), tokens t >= visible_from[b] move P positions further.
-inline Tensor<std::int32_t, Cpu> gpt2_positions(std::int64_t B, std::int64_t T, std::int64_t offset,
-                                                std::int64_t n_positions,
-                                                const Tensor<std::int32_t, Cpu>& visible_from = {},
-                                                std::int64_t P = 0) {
-  const std::int64_t shift = visible_from.defined() ? P : 0;
-  PREFIXTUNE_CHECK(offset >= 0 && T >= 1 && offset + T + shift <= n_positions, "a sequence of ", T,
-                   " tokens starting at position ", offset, " (the prefix offset)",
-                   shift ? " with an infix of " + std::to_string(shift) + " slots" : std::string(),
-                   " needs positions up to ", offset + T + shift - 1, " but the model has n_positions=", n_positions);
-  PREFIXTUNE_CHECK(!visible_from.defined() || visible_from.shape() == Shape({B}), "gpt2: infix visible_from shape ",
-                   visible_from.shape(), " must be (B) = (", B, ")");
-  auto pos = Tensor<std::int32_t, Cpu>::empty({B, T});
-  for (std::int64_t b = 0; b < B; ++b)
-    for (std::int64_t t = 0; t < T; ++t)
-      pos(b, t) = static_cast<std::int32_t>(offset + t + (shift && t >= visible_from(b) ? shift : 0));
-  return pos;
-}
-
-}  // namespace detail
-
 /// Final hidden states (B, T, C) after ln_f for token ids (B, T) (right-padded rows flagged 0 in mask (B, T),
 /// which may be undefined for "no padding"). Real tokens take positions position_offset..position_offset+T-1
 /// (the paper and PEFT use P). The prefix, when given, is seen by every token in every layer (an infix, with
@@ -180,7 +156,7 @@ Var<T, Device> gpt2_hidden(Tape<T, Device>& tape, const Gpt2<T, Device, Param>& 
       "gpt2: the prefix has ", prefix.k.size(), " key and ", prefix.v.size(),
       " value layers but the model has n_layer=", c.n_layer);
   const std::int64_t B = ids.size(0), TT = ids.size(1);
-  const auto pos = detail::gpt2_positions(B, TT, position_offset, c.n_positions, prefix.visible_from, prefix.length())
+  const auto pos = detail::token_positions(B, TT, position_offset, c.n_positions, prefix.visible_from, prefix.length())
                        .template to<Device>();
   const auto from =
       prefix.visible_from.defined() ? prefix.visible_from.template to<Device>() : Tensor<std::int32_t, Device>();

@@ -22,7 +22,7 @@ PrefixKv<T, Device> kv_of_embeddings(Tape<T, Device>& tape, const Gpt2<T, Device
                    "kv_of_embeddings: inputs ", iv.defined() ? iv.shape().to_string() : std::string("(undefined)"),
                    " must be (n >= 1, n_embd = ", c.n_embd, ")");
   const std::int64_t n = iv.size(0), C = c.n_embd, NH = c.n_head, HS = c.head_size();
-  const auto pos = detail::gpt2_positions(1, n, 0, c.n_positions).template to<Device>();
+  const auto pos = detail::token_positions(1, n, 0, c.n_positions).template to<Device>();
   Var<T, Device> x = add(tape, reshape(tape, inputs, Shape{1, n, C}), embedding(tape, pos, m.wpe));
   const T eps = static_cast<T>(c.layer_norm_epsilon);
   PrefixKv<T, Device> out;

@@ -10,6 +10,20 @@
 
 namespace prefixtune::detail {
 
+/// One head of HD channels rotated by one token's angles (cos / sin rows of HD), or by the inverse rotation (sin
+/// negated). o may equal a.
+template <class T>
+void rotate_half_row(const T* a, const T* c, const T* s, T* o, std::int64_t HD, bool inverse) {
+  const std::int64_t half = HD / 2;
+  const T sign = inverse ? T(-1) : T(1);
+  for (std::int64_t i = 0; i < half; ++i) {
+    const T lo = a[i], hi = a[i + half];
+    const T rot_lo = -hi * (sign * s[i]), rot_hi = lo * (sign * s[i + half]);
+    o[i] = lo * c[i] + rot_lo;
+    o[i + half] = hi * c[i + half] + rot_hi;
+  }
+}
+
 /// For token n and head h of x (N, H * HD): out[i] = x[i] cos[n, i] - x[i + HD/2] sin[n, i] and
 /// out[i + HD/2] = x[i + HD/2] cos[n, i + HD/2] + x[i] sin[n, i + HD/2] (transformers' q * cos + rotate_half(q) *
 /// sin). With inverse, the transposed rotation (sin negated): the gradient of the forward. out may equal x.
@@ -17,8 +31,6 @@ namespace prefixtune::detail {
 template <class T>
 void rotary_kernel(Cpu, const T* x, const T* cos, const T* sin, T* out, std::int64_t N, std::int64_t H, std::int64_t HD,
                    bool inverse) {
-  const std::int64_t half = HD / 2;
-  const T sign = inverse ? T(-1) : T(1);
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) if (N * H * HD >= kParallelMinElements)
 #endif
@@ -26,14 +38,7 @@ void rotary_kernel(Cpu, const T* x, const T* cos, const T* sin, T* out, std::int
     const T* c = cos + n * HD;
     const T* s = sin + n * HD;
     for (std::int64_t h = 0; h < H; ++h) {
-      const T* a = x + (n * H + h) * HD;
-      T* o = out + (n * H + h) * HD;
-      for (std::int64_t i = 0; i < half; ++i) {
-        const T lo = a[i], hi = a[i + half];
-        const T rot_lo = -hi * (sign * s[i]), rot_hi = lo * (sign * s[i + half]);
-        o[i] = lo * c[i] + rot_lo;
-        o[i + half] = hi * c[i + half] + rot_hi;
-      }
+      rotate_half_row(x + (n * H + h) * HD, c, s, out + (n * H + h) * HD, HD, inverse);
     }
   }
 }
