@@ -741,7 +741,7 @@ def check_files(written, r):
         nbytes = 0
         for shard in sorted(set(index["weight_map"].values())):
             header, back = ref.read_safetensors(os.path.join(d, shard))
-            for n, (dt, t) in back.items():
+            for n, (_, t) in back.items():
                 assert index["weight_map"][n] == shard, "index entry " + n
                 loaded[n] = t.to(torch.float32)
                 b, e = header[n]["data_offsets"]
