@@ -741,7 +741,20 @@ const std::map<std::string, Case>& cases() {
       c2.n_layer = 2, c2.n_embd = 8, c2.n_head = 2, c2.vocab_size = 16, c2.n_positions = 16;
       return seen([&] { (void)import_peft<float>(dir.path.string(), c2); }, "", dir.path.string());
     };
-    c["pj-projection-true"] = [] { return peft_error([](nlohmann::json& j) { j["prefix_projection"] = true; }); };
+    c["pj-projection-true"] = [] {  // prefix_projection with the MLP's input (P, token_dim) instead of the table
+      TempDir dir;
+      Rng rng(11);
+      const std::string folder = dir.file("peft");
+      export_peft(folder, DirectPrefix<float>::random_normal(4, peft_config(2), rng), peft_config(2));
+      nlohmann::json j = nlohmann::json::parse(read_text_file(folder + "/adapter_config.json"));
+      j["prefix_projection"] = true;
+      write_text(folder + "/adapter_config.json", j.dump());
+      SafeTensorsWriter w;
+      w.add("prompt_embeddings", Tensor<float>::zeros({4, peft_config(2).kv_shape().kv_width()}));
+      w.write(folder + "/adapter_model.safetensors");
+      return seen([&] { (void)load_prefix<float>(folder, peft_config(2)); }, folder + "/adapter_model.safetensors",
+                  folder);
+    };
     c["pj-projection-yes"] = [] { return peft_error([](nlohmann::json& j) { j["prefix_projection"] = "yes"; }); };
     c["px-other-model"] = [] {
       TempDir dir;

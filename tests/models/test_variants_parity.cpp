@@ -108,7 +108,7 @@ TEST_CASE("PyTorch parity: the infix (placement, positions, logits, loss, gradie
   const auto ref_from = v.var.load<std::int64_t>("infix.from");
   for (std::int64_t b = 0; b < from.numel(); ++b) CHECK(from(b) == ref_from(b));
   const auto P = v.get("infix.table").size(0);
-  const auto pos = detail::gpt2_positions(v.batch.ids.size(0), v.batch.ids.size(1), 0, 64, from, P);
+  const auto pos = detail::token_positions(v.batch.ids.size(0), v.batch.ids.size(1), 0, 64, from, P);
   const auto ref_pos = v.var.load<std::int64_t>("infix.position_ids");
   for (std::int64_t i = 0; i < pos.numel(); ++i) CHECK(pos.data()[i] == ref_pos.data()[i]);
 

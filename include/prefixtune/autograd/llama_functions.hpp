@@ -74,22 +74,24 @@ detail::var_t<G> swiglu(detail::tape_t<G>& tape, const G& gate, const U& up) {
 }
 
 /// The attention input of a fused q|k|v projection x (B, T, (NH + 2 KVH) HD): per-head norm (when heads has
-/// norm weights, frozen), rotation by cos / sin (B*T, HD), K/V heads repeated for their query heads: (B, T, 3 NH HD),
-/// what attention() reads with NH heads. Gradients flow to x.
+/// norm weights, frozen), rotation by cos / sin (B*T, HD), and with expand the K/V heads repeated for their query
+/// heads: (B, T, 3 NH HD), what attention() reads with NH heads (without, x's layout: the keys as a cache holds
+/// them). Gradients flow to x.
 template <class X, class T = detail::value_t<X>, class D = detail::device_t<X>>
 detail::var_t<X> gqa_qkv(detail::tape_t<X>& tape, const X& x, const Tensor<T, D>& cos, const Tensor<T, D>& sin,
-                         const GqaHeads<T, D>& heads) {
+                         const GqaHeads<T, D>& heads, bool expand = true) {
   const Tensor<T, D> xv = detail::value_of(x);
   PREFIXTUNE_CHECK(xv.defined() && xv.rank() >= 1, "gqa_qkv: undefined or rank-0 input");
-  Tensor<T, D> out(xv.shape().with(xv.rank() - 1, 3 * heads.NH * heads.HD));
-  gqa_qkv_forward(xv, cos, sin, heads, true, out);
+  const std::int64_t kv = expand ? heads.NH : heads.KVH;
+  Tensor<T, D> out(xv.shape().with(xv.rank() - 1, (heads.NH + 2 * kv) * heads.HD));
+  gqa_qkv_forward(xv, cos, sin, heads, expand, out);
   const bool rec = detail::should_record(x);
   Var<T, D> y(out, rec, "gqa_qkv");
   if (rec) {
-    tape.record([y, x, xv, cos, sin, heads] {
+    tape.record([y, x, xv, cos, sin, heads, expand] {
       if (!y.grad().defined()) return;
       Tensor<T, D> dx = detail::grad_of(x);
-      gqa_qkv_backward(y.grad(), xv, cos, sin, heads, true, dx);
+      gqa_qkv_backward(y.grad(), xv, cos, sin, heads, expand, dx);
     });
   }
   return y;

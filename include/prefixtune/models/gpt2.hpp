@@ -175,6 +175,14 @@ Var<T, Device> gpt2_hidden(Tape<T, Device>& tape, const Gpt2<T, Device, Param>& 
   return layer_norm(tape, x, m.ln_f_w, m.ln_f_b, eps);
 }
 
+/// hidden_states for a GPT-2: gpt2_hidden (what the model-generic trainer and scorer call).
+template <class T, class Device, class Param>
+Var<T, Device> hidden_states(Tape<T, Device>& tape, const Gpt2<T, Device, Param>& m,
+                             const Tensor<std::int32_t, Device>& ids, const Tensor<std::uint8_t, Device>& mask,
+                             const PrefixKv<T, Device>& prefix, std::int64_t position_offset) {
+  return gpt2_hidden(tape, m, ids, mask, prefix, position_offset);
+}
+
 /// The language-model loss over aligned targets (B, T) (-100 = no label), computed by the fused, chunked head.
 template <class T, class Device, class Param>
 Var<T, Device> gpt2_loss(Tape<T, Device>& tape, const Gpt2<T, Device, Param>& m, const Var<T, Device>& hidden,

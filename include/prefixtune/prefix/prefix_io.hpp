@@ -77,19 +77,21 @@ void export_peft(const std::string& dir, const DirectPrefix<T, Device>& prefix, 
   write_text_file_atomic((std::filesystem::path(dir) / "adapter_config.json").string(), config.dump(2) + "\n");
 }
 
-/// Reads a PEFT PREFIX_TUNING adapter folder saved without projection (or merged), checked against the model.
+/// Reads a PEFT PREFIX_TUNING adapter folder, checked against the model: prompt_embeddings (P, 2 * num_layers *
+/// token_dim) is the prefix table, with or without prefix_projection (PEFT saves a projected prefix as the MLP's
+/// output).
 template <class T, class Device = Cpu>
 DirectPrefix<T, Device> import_peft(const std::string& dir, const KvShape& s) {
   const std::string cfg_path = (std::filesystem::path(dir) / "adapter_config.json").string();
   const nlohmann::json j = read_json_file(cfg_path);
   PREFIXTUNE_CHECK(j.is_object() && j.contains("peft_type") && j["peft_type"] == "PREFIX_TUNING", cfg_path,
                    ": not a PEFT prefix-tuning adapter (peft_type must be \"PREFIX_TUNING\")");
-  if (j.contains("prefix_projection")) {  // absent or null: PEFT's default, false
+  bool projection = false;  // absent or null: PEFT's default, false
+  if (j.contains("prefix_projection")) {
     const nlohmann::json& pp = j["prefix_projection"];
     PREFIXTUNE_CHECK(pp.is_boolean() || pp.is_null(), cfg_path, ": 'prefix_projection' must be true or false, got ",
                      pp.dump());
-    PREFIXTUNE_CHECK(!(pp.is_boolean() && pp.get<bool>()), cfg_path,
-                     ": prefix_projection=true adapters store the MLP, not the prefix; merge them in PEFT first");
+    projection = pp.is_boolean() && pp.get<bool>();
   }
   const std::int64_t P = detail::json_int(j, "num_virtual_tokens", cfg_path);
   const std::int64_t layers = detail::json_int(j, "num_layers", cfg_path);
@@ -103,6 +105,13 @@ DirectPrefix<T, Device> import_peft(const std::string& dir, const KvShape& s) {
   const SafeTensorsFile file = SafeTensorsFile::open(st);
   const std::string key = file.has("prompt_embeddings") ? "prompt_embeddings" : "base_model.prompt_embeddings";
   PREFIXTUNE_CHECK(file.has(key), st, ": no 'prompt_embeddings' tensor");
+  // With prefix_projection, PEFT saves the MLP's output (the table), never the MLP: a (P, token_dim) tensor is
+  // the MLP's input embedding from some other writer, and cannot be served.
+  const auto& stored = file.info(key).shape;
+  PREFIXTUNE_CHECK(!(projection && stored.size() == 2 && stored[0] == P && stored[1] == dim && dim != 2 * layers * dim),
+                   st, ": '", key, "' is (", P, ", token_dim ", dim,
+                   "): the prefix MLP's input embeddings, not the prefix (PEFT saves prefix_projection adapters as the "
+                   "MLP's output table (P, 2 * num_layers * token_dim) = (", P, ", ", 2 * layers * dim, "))");
   auto table = file.load<T>(key, Shape{P, 2 * layers * dim}, true);
   return DirectPrefix<T, Device>{Var<T, Device>(table.template to<Device>(), true, "prefix.table")};
 }

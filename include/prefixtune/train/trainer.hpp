@@ -17,6 +17,7 @@
 #include "prefixtune/io/dataset.hpp"
 #include "prefixtune/io/safetensors.hpp"
 #include "prefixtune/models/gpt2.hpp"
+#include "prefixtune/models/llama.hpp"
 #include "prefixtune/prefix/prefix.hpp"
 #include "prefixtune/train/adamw.hpp"
 #include "prefixtune/train/clip.hpp"
@@ -114,9 +115,9 @@ Placement placement_of(const M& m) {
 
 /// The summed negative log-likelihood (natural log) of every example's target tokens and their count, in order,
 /// with `prefix` (its table undefined: the bare model) at its placement and position offset; no gradient.
-/// on_batch(done) follows progress.
-template <class T, class Device>
-std::vector<std::pair<double, std::int64_t>> score_examples(const Gpt2<T, Device>& model,
+/// on_batch(done) follows progress. Model: any decoder-only model with a hidden_states overload (Gpt2, Llama).
+template <class Model, class T, class Device>
+std::vector<std::pair<double, std::int64_t>> score_examples(const Model& model,
                                                             const DirectPrefix<T, Device>& prefix,
                                                             const std::vector<Example>& data, std::int64_t batch_size,
                                                             const std::function<void(std::size_t)>& on_batch = {}) {
@@ -137,7 +138,7 @@ std::vector<std::pair<double, std::int64_t>> score_examples(const Gpt2<T, Device
       detail::place_prefix(kv, prefix.placement, batch);
     }
     const auto targets = batch.targets.template to<Device>();
-    auto h = gpt2_hidden(tape, model, batch.ids.template to<Device>(), batch.mask.template to<Device>(), kv, offset);
+    auto h = hidden_states(tape, model, batch.ids.template to<Device>(), batch.mask.template to<Device>(), kv, offset);
     const auto losses =
         cross_entropy_per_position(h.value(), detail::value_of(model.head()), targets).template to<Cpu>();
     for (std::int64_t r = 0; r < batch.ids.size(0); ++r) {
@@ -157,8 +158,8 @@ std::vector<std::pair<double, std::int64_t>> score_examples(const Gpt2<T, Device
 
 /// score_examples with a prefix `table` (P, 2*L*C) (undefined: the bare model) placed before the sequence, real
 /// tokens from position_offset.
-template <class T, class Device>
-std::vector<std::pair<double, std::int64_t>> score_examples(const Gpt2<T, Device>& model, const Var<T, Device>& table,
+template <class Model, class T, class Device>
+std::vector<std::pair<double, std::int64_t>> score_examples(const Model& model, const Var<T, Device>& table,
                                                             const std::vector<Example>& data, std::int64_t batch_size,
                                                             std::int64_t position_offset,
                                                             const std::function<void(std::size_t)>& on_batch = {}) {
@@ -168,8 +169,8 @@ std::vector<std::pair<double, std::int64_t>> score_examples(const Gpt2<T, Device
 
 /// Mean over examples of the summed negative log-likelihood of their target tokens (the paper's objective), with
 /// `prefix` at its placement (table undefined: no prefix); no gradient.
-template <class T, class Device>
-double evaluate_prefix(const Gpt2<T, Device>& model, const DirectPrefix<T, Device>& prefix,
+template <class Model, class T, class Device>
+double evaluate_prefix(const Model& model, const DirectPrefix<T, Device>& prefix,
                        const std::vector<Example>& data, std::int64_t batch_size) {
   PREFIXTUNE_CHECK(!data.empty(), "evaluate_prefix: no examples");
   double total = 0;
@@ -178,8 +179,8 @@ double evaluate_prefix(const Gpt2<T, Device>& model, const DirectPrefix<T, Devic
 }
 
 /// evaluate_prefix with a prefix `table` (P, 2*L*C) (undefined: no prefix) and real tokens from position_offset.
-template <class T, class Device>
-double evaluate_prefix(const Gpt2<T, Device>& model, const Var<T, Device>& table, const std::vector<Example>& data,
+template <class Model, class T, class Device>
+double evaluate_prefix(const Model& model, const Var<T, Device>& table, const std::vector<Example>& data,
                        std::int64_t batch_size, std::int64_t position_offset) {
   return evaluate_prefix(model, DirectPrefix<T, Device>{table, Placement::Prefix, position_offset}, data, batch_size);
 }
@@ -457,14 +458,14 @@ TrainResult<T, Device> train_loop(const TrainHooks<T, Device, Batch>& hooks, con
 
 /// The paper's objective on one batch (summed target NLL per sequence, mean over the batch) with `method`'s
 /// prefix at its placement: what a training step differentiates. dropout_rng null: no dropout.
-template <class T, class Device, class Param, class Method>
-Var<T, Device> prefix_batch_loss(Tape<T, Device>& tape, const Gpt2<T, Device, Param>& model, const Method& method,
+template <class T, class Device, class Model, class Method>
+Var<T, Device> prefix_batch_loss(Tape<T, Device>& tape, const Model& model, const Method& method,
                                  const TokenBatch& batch, Rng* dropout_rng = nullptr) {
   auto kv = method.prefix_kv(tape, model, dropout_rng);
   detail::place_prefix(kv, detail::placement_of(method), batch);
-  auto h =
-      gpt2_hidden(tape, model, batch.ids.template to<Device>(), batch.mask.template to<Device>(), kv, method.offset());
-  return gpt2_loss(tape, model, h, batch.targets.template to<Device>(), Reduction::SumPerSequenceMeanBatch);
+  auto h = hidden_states(tape, model, batch.ids.template to<Device>(), batch.mask.template to<Device>(), kv,
+                         method.offset());
+  return cross_entropy(tape, h, model.head(), batch.targets.template to<Device>(), Reduction::SumPerSequenceMeanBatch);
 }
 
 /// Trains `method` (its parameters are the only trainable weights) on `train` against the frozen `model`;
@@ -472,8 +473,8 @@ Var<T, Device> prefix_batch_loss(Tape<T, Device>& tape, const Gpt2<T, Device, Pa
 /// DirectPrefix, an EmbeddingPrefix, or anything with their members: parameters(), offset(), a placement
 /// (config.placement or placement), prefix_kv(tape, model, dropout_rng) and merged(model). An infix is placed
 /// right before each example's first labelled token. `on_progress` is called after every step.
-template <class T, class Device, class Method>
-TrainResult<T, Device> train_prefix(const Gpt2<T, Device>& model, Method& method, const std::vector<Example>& train,
+template <class Model, class Method, class T = typename Model::value_type, class Device = typename Model::device_type>
+TrainResult<T, Device> train_prefix(const Model& model, Method& method, const std::vector<Example>& train,
                                     const std::vector<Example>& valid, const TrainConfig& cfg,
                                     const std::function<void(const TrainProgress&)>& on_progress = {}) {
   TrainResult<T, Device> result;
