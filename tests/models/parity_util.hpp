@@ -29,8 +29,9 @@ double rel_err(const Tensor<A>& a, const Tensor<R>& ref) {
   return num / std::max(den, 1e-30);
 }
 
-inline Tensor<float> transpose2d(const Tensor<float>& t) {
-  auto out = Tensor<float>::empty({t.size(1), t.size(0)});
+template <class T>
+Tensor<T> transpose2d(const Tensor<T>& t) {
+  auto out = Tensor<T>::empty({t.size(1), t.size(0)});
   for (std::int64_t i = 0; i < t.size(0); ++i)
     for (std::int64_t j = 0; j < t.size(1); ++j) out(j, i) = t(i, j);
   return out;
@@ -43,15 +44,16 @@ Tensor<T> cast_ids(const Tensor<std::int64_t>& t) {
   return out;
 }
 
-// The reference's PEFT encoder (nn.Linear weights are [out, in]; ours [in, out]).
-inline PrefixEncoder<float> reference_encoder(const SafeTensorsFile& f, const KvShape& s) {
-  PrefixEncoder<float> e;
+// The reference's PEFT encoder (nn.Linear weights are [out, in]; ours [in, out]), in T.
+template <class T = float>
+PrefixEncoder<T> reference_encoder(const SafeTensorsFile& f, const KvShape& s) {
+  PrefixEncoder<T> e;
   e.shape = s;
-  e.embedding = Var<float>(f.load<float>("prefix_encoder.embedding.weight"), true);
-  e.w1 = Var<float>(transpose2d(f.load<float>("prefix_encoder.transform.0.weight")), true);
-  e.b1 = Var<float>(f.load<float>("prefix_encoder.transform.0.bias"), true);
-  e.w2 = Var<float>(transpose2d(f.load<float>("prefix_encoder.transform.2.weight")), true);
-  e.b2 = Var<float>(f.load<float>("prefix_encoder.transform.2.bias"), true);
+  e.embedding = Var<T>(f.load<T>("prefix_encoder.embedding.weight"), true, "prefix.embedding");
+  e.w1 = Var<T>(transpose2d(f.load<T>("prefix_encoder.transform.0.weight")), true, "prefix.w1");
+  e.b1 = Var<T>(f.load<T>("prefix_encoder.transform.0.bias"), true, "prefix.b1");
+  e.w2 = Var<T>(transpose2d(f.load<T>("prefix_encoder.transform.2.weight")), true, "prefix.w2");
+  e.b2 = Var<T>(f.load<T>("prefix_encoder.transform.2.bias"), true, "prefix.b2");
   e.config.length = e.embedding.shape()[0];
   e.config.mid = e.w1.shape()[1];
   return e;
