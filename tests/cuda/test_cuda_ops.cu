@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: MIT
 // Every op's CUDA kernels against its CPU kernels on random inputs, through the public op API on Tensor<T, Cuda>:
-// fp32 within 1e-5 (max |gpu - cpu| / (1 + |cpu|)), TF32 GEMMs within 1e-3; dropout masks bit for bit. Plus the
-// caching allocator (no cudaMalloc in steady state).
+// fp32 within 1e-5 (max |gpu - cpu| / (1 + |cpu|)), TF32 GEMMs within 1e-3; dropout masks bit for bit; cached
+// attention with grouped K/V heads (out, and the cache exactly). Plus the caching allocator (no cudaMalloc in
+// steady state).
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "cuda/cuda_test_util.hpp"
 #include "prefixtune/cuda.cuh"
+#include "reference/cached_attention_reference.hpp"
 #include "test_util.hpp"
 
 using namespace prefixtune;
@@ -259,6 +262,33 @@ TEST_CASE("CUDA attention with prefix (or infix) and padding equals the CPU kern
       CHECK(diff(dgpk2, gpk2) < kTol);
       CHECK(diff(dgpv2, gpv2) < kTol);
     }
+  }
+}
+
+TEST_CASE("CUDA attention over a KV cache with grouped K/V heads equals the CPU kernel, out and cache") {
+  Rng rng(9);
+  for (const auto& c : test::gqa_cases()) {
+    INFO("NH=", c.d.NH, " KVH=", c.d.KVH, " rows=", c.rows.size());
+    auto in = test::cached_inputs<float>(c, rng);
+    auto dqkv = dev(in.qkv), dk = dev(in.cache_k), dv = dev(in.cache_v);
+    std::vector<Tensor<float, Cuda>> dpk, dpv;
+    auto drows = in.rows;  // the same rows with their prefixes on the GPU
+    for (std::size_t r = 0; r < drows.size(); ++r) {
+      dpk.push_back(dev(in.prefix_k[r]));
+      dpv.push_back(dev(in.prefix_v[r]));
+      drows[r].prefix_k = dpk.back().defined() ? dpk.back().data() : nullptr;
+      drows[r].prefix_v = dpv.back().defined() ? dpv.back().data() : nullptr;
+    }
+    Tensor<float> out({in.qkv.size(0), c.d.C()});
+    Tensor<float, Cuda> dout({in.qkv.size(0), c.d.C()});
+    cached_attention_forward(c.d, in.rows, in.qkv, in.cache_k, in.cache_v, out);
+    cached_attention_forward(c.d, drows, dqkv, dk, dv, dout);
+    CHECK(diff(dout, out) < kTol);
+    CHECK(diff(dk, in.cache_k) == 0.0);  // copies: exact
+    CHECK(diff(dv, in.cache_v) == 0.0);
+    cache_copy_slot(c.d, in.cache_k, 1, 0, c.d.capacity);
+    cache_copy_slot(c.d, dk, 1, 0, c.d.capacity);
+    CHECK(diff(dk, in.cache_k) == 0.0);
   }
 }
 

@@ -180,7 +180,7 @@ Tensor<T, Device> bart_extend(const Bart<T, Device, Param>& m, const Seq2SeqBank
     const auto& L = m.decoder[static_cast<std::size_t>(l)];
     linear_forward(x, value_of(L.qkv_w), value_of(L.qkv_b), qkv);
     detail::bind_prefix(rows, cache, bank.decoder(), l);
-    cached_attention_forward(cache.dims(), rows, qkv, cache.k(l), cache.v(l), a);
+    cached_attention_forward(cache.dims(NH), rows, qkv, cache.k(l), cache.v(l), a);
     linear_forward(a, value_of(L.self_out_w), value_of(L.self_out_b), tmp);
     post_ln(L.self_ln_w, L.self_ln_b);
     linear_forward(x, value_of(L.cross_q_w), value_of(L.cross_q_b), q);

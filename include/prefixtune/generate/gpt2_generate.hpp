@@ -53,7 +53,7 @@ Tensor<T, Device> gpt2_extend(const Gpt2<T, Device, Param>& m, const PrefixBank<
     layer_norm_forward(x, value_of(b.ln_1_w), value_of(b.ln_1_b), eps, a, none, none);
     linear_forward(a, value_of(b.attn_w), value_of(b.attn_b), qkv);
     detail::bind_prefix(rows, cache, bank, l);
-    cached_attention_forward(cache.dims(), rows, qkv, cache.k(l), cache.v(l), a);
+    cached_attention_forward(cache.dims(c.n_head), rows, qkv, cache.k(l), cache.v(l), a);
     linear_forward(a, value_of(b.attn_proj_w), value_of(b.attn_proj_b), tmp);
     accumulate(x, tmp);
     layer_norm_forward(x, value_of(b.ln_2_w), value_of(b.ln_2_b), eps, a, none, none);

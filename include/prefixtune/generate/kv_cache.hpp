@@ -47,8 +47,16 @@ class KvCache {
   std::int64_t prefix(std::int64_t slot) const { return prefix_.at(static_cast<std::size_t>(slot)); }
   /// The stack this cache was made for.
   const KvShape& shape() const { return shape_; }
-  /// The sizes the cached-attention kernels read: K/V heads, head size, capacity.
-  detail::CachedAttentionDims dims() const { return {shape_.kv_heads, shape_.head_dim, capacity_}; }
+  /// The sizes the cached-attention kernels read for a model with `query_heads` query heads (a positive multiple of
+  /// the cache's kv_heads: grouped-query attention when larger): heads, K/V heads, head size, capacity.
+  detail::CachedAttentionDims dims(std::int64_t query_heads) const {
+    PREFIXTUNE_CHECK(query_heads >= 1 && shape_.kv_heads >= 1 && query_heads % shape_.kv_heads == 0,
+                     "KvCache: ", query_heads, " query heads must be a positive multiple of the cache's ",
+                     shape_.kv_heads, " kv_heads");
+    return {query_heads, shape_.kv_heads, shape_.head_dim, capacity_};
+  }
+  /// The same for as many query heads as K/V heads (GPT-2, BART).
+  detail::CachedAttentionDims dims() const { return dims(shape_.kv_heads); }
   Tensor<T, Device>& k(std::int64_t l) { return k_.at(static_cast<std::size_t>(l)); }
   Tensor<T, Device>& v(std::int64_t l) { return v_.at(static_cast<std::size_t>(l)); }
 

@@ -15,24 +15,28 @@
 
 namespace prefixtune {
 
-/// qkv (N, 3C) holds the rows' new tokens, packed; their K/V go into cache_k / cache_v (slots, NH, capacity, HS)
-/// and out (N, C) receives their attention over [prefix | cached tokens] (see detail::cached_attention_kernel).
+/// qkv (N, (NH + 2 KVH) HS) holds the rows' new tokens, packed as [q: NH heads | k: KVH heads | v: KVH heads];
+/// their K/V go into cache_k / cache_v (slots, KVH, capacity, HS) and out (N, NH HS) receives their attention over
+/// [prefix | cached tokens], query head h reading K/V head h / (NH / KVH) (see detail::cached_attention_kernel).
 template <class T, class Device>
 void cached_attention_forward(const detail::CachedAttentionDims& d,
                               const std::vector<detail::CachedAttentionRow<T>>& rows, const Tensor<T, Device>& qkv,
                               Tensor<T, Device>& cache_k, Tensor<T, Device>& cache_v, Tensor<T, Device>& out) {
-  const std::int64_t C = d.C();
-  PREFIXTUNE_CHECK(qkv.rank() == 2 && qkv.size(1) == 3 * C && out.shape() == Shape({qkv.size(0), C}),
-                   "cached_attention: qkv ", qkv.shape(), " and out ", out.shape(),
-                   " must be (N, 3C) and (N, C) for C=", C);
-  const Shape cs{cache_k.defined() ? cache_k.size(0) : 0, d.NH, d.capacity, d.HS};
+  PREFIXTUNE_CHECK(d.KVH >= 1 && d.NH >= 1 && d.NH % d.KVH == 0 && d.HS >= 1, "cached_attention: ", d.NH,
+                   " query heads must be a positive multiple of the ", d.KVH, " K/V heads (head size ", d.HS, ")");
+  const std::int64_t C = d.C(), W = d.qkv_width();
+  PREFIXTUNE_CHECK(qkv.rank() == 2 && qkv.size(1) == W && out.shape() == Shape({qkv.size(0), C}),
+                   "cached_attention: qkv ", qkv.shape(), " and out ", out.shape(), " must be (N, ", W, ") and (N, ", C,
+                   "): (N, (NH + 2 KVH) HS) and (N, NH HS) for NH=", d.NH, " KVH=", d.KVH, " HS=", d.HS);
+  const Shape cs{cache_k.defined() ? cache_k.size(0) : 0, d.KVH, d.capacity, d.HS};
   PREFIXTUNE_CHECK(cache_k.shape() == cs && cache_v.shape() == cs, "cached_attention: cache ", cache_k.shape(), " / ",
-                   cache_v.shape(), " must be (slots, ", d.NH, ", ", d.capacity, ", ", d.HS, ")");
+                   cache_v.shape(), " must be (slots, ", d.KVH, ", ", d.capacity, ", ", d.HS,
+                   "): (slots, KVH, capacity, HS)");
   cached_attention_kernel(Device{}, d, rows.data(), static_cast<std::int64_t>(rows.size()), qkv.data(), cache_k.data(),
                           cache_v.data(), out.data());
 }
 
-/// Copies the first `length` tokens of slot src of a cache tensor (slots, NH, capacity, HS) over slot dst.
+/// Copies the first `length` tokens of slot src of a cache tensor (slots, KVH, capacity, HS) over slot dst.
 template <class T, class Device>
 void cache_copy_slot(const detail::CachedAttentionDims& d, Tensor<T, Device>& cache, std::int64_t dst, std::int64_t src,
                      std::int64_t length) {

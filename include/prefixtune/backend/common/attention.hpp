@@ -25,7 +25,7 @@ struct CrossAttentionDims {
 };
 
 /// One row of a cached-attention call: `count` new tokens packed at token index `first` of qkv/out, appended to
-/// cache slot `slot` after the `past` tokens it holds; its prefix K/V (NH, prefix_len, HS) or null. Only tokens
+/// cache slot `slot` after the `past` tokens it holds; its prefix K/V (KVH, prefix_len, HS) or null. Only tokens
 /// at slot index >= prefix_from see the prefix (0: all; larger for an infix).
 template <class T>
 struct CachedAttentionRow {
@@ -34,10 +34,16 @@ struct CachedAttentionRow {
   const T* prefix_v = nullptr;
 };
 
-/// Sizes shared by every row: heads, head size, cache capacity per slot (cache_k/v are (S, NH, capacity, HS)).
+/// Sizes shared by every row: NH query heads, KVH K/V heads (KVH divides NH; query head h reads K/V head
+/// h / (NH / KVH): grouped-query attention, KVH == NH for GPT-2 and BART), head size, cache capacity per slot.
+/// qkv rows are [q: NH heads | k: KVH heads | v: KVH heads] of HS each; cache_k/v are (S, KVH, capacity, HS).
+/// The sizes are constexpr so that CUDA kernels can call them (--expt-relaxed-constexpr).
 struct CachedAttentionDims {
-  std::int64_t NH = 0, HS = 0, capacity = 0;
-  std::int64_t C() const { return NH * HS; }
+  std::int64_t NH = 0, KVH = 0, HS = 0, capacity = 0;
+  constexpr std::int64_t C() const { return NH * HS; }                      // width of q and of the output
+  constexpr std::int64_t KVC() const { return KVH * HS; }                   // width of k and of v
+  constexpr std::int64_t qkv_width() const { return (NH + 2 * KVH) * HS; }  // width of a qkv row
+  constexpr std::int64_t group() const { return NH / KVH; }                 // query heads per K/V head
 };
 
 }  // namespace prefixtune::detail
