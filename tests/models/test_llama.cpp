@@ -1,16 +1,19 @@
 // SPDX-License-Identifier: MIT
 // The Llama family (llama, mistral, qwen2, qwen3): checkpoints saved and loaded (one file or an index and shards,
 // F32/F16/BF16) and their errors, the prefix gradient against central differences in double, batch rows against
-// the rows alone, and parity with the independent PyTorch reference (tests/reference/llama_prefix_reference.py)
+// the rows alone, KV-cache decoding (KVH heads cached) against the full forward, mixed-prefix generation batches
+// against their rows alone, and parity with the independent PyTorch reference (tests/reference/llama_prefix_reference.py)
 // when --reference=DIR holds it: logits, loss, encoder gradients, PEFT adapters written by the reference.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <string>
 #include <vector>
 
 #include "models/parity_util.hpp"
 #include "prefixtune/autograd/gradcheck.hpp"
+#include "prefixtune/generate/llama_generate.hpp"
 #include "prefixtune/models/llama_io.hpp"
 #include "prefixtune/prefix/prefix_io.hpp"
 #include "prefixtune/train/trainer.hpp"
@@ -234,6 +237,93 @@ TEST_CASE("Llama family: each padded batch row equals the row alone, with a pref
   }
 }
 
+TEST_CASE("Llama family: KV-cache decoding equals the full forward at every step (prefix, offset 0, infix, none)") {
+  for (const auto& family : kFamilies) {
+    CAPTURE(family);
+    const LlamaConfig c = tiny_llama(family);
+    const Llama<double> m = perturbed_llama<double>(c, 11);
+    Rng rng(12);
+    PrefixBank<double> bank(c);
+    const auto table = DirectPrefix<double>::random_normal(3, c, rng).table.value();
+    bank.add(table, "p");
+    bank.add(table, "p0", 0);
+    bank.add(table, "in", -1, Placement::Infix);
+    for (const std::int64_t pi : {kNoPrefix, std::int64_t{0}, std::int64_t{1}, std::int64_t{2}}) {
+      CAPTURE(pi);
+      KvCache<double> cache(c, 2, 16);
+      REQUIRE(cache.k(0).shape() == Shape({2, c.num_key_value_heads, 16, c.head_dim}));  // KVH heads cached
+      std::vector<std::int32_t> seq = {5, 9, 13, 4, 20};
+      cache.reset(1, pi, bank.visible_from(pi, seq.size()));
+      (void)llama_extend(m, bank, cache, {1}, {{seq.begin(), seq.begin() + 3}});  // the prompt in two chunks
+      Tensor<double> logits = llama_extend(m, bank, cache, {1}, {{seq.begin() + 3, seq.end()}});
+      for (int step = 0; step < 6; ++step) {
+        CAPTURE(step);
+        // The full forward of seq with the same prefix placement.
+        const auto T = static_cast<std::int64_t>(seq.size());
+        auto ids = Tensor<std::int32_t>::empty({1, T});
+        for (std::int64_t t = 0; t < T; ++t) ids.data()[t] = seq[static_cast<std::size_t>(t)];
+        PrefixKv<double> kv;
+        std::int64_t offset = 0;
+        if (pi != kNoPrefix) {
+          NoGradGuard ng;
+          Tape<double> t;
+          kv = prefix_kv_from_table(t, Var<double>(table), c.kv_shape());
+          offset = pi == 0 ? 3 : 0;
+          if (pi == 2) kv.visible_from = Tensor<std::int32_t>::full({1}, 4);  // from the last prompt token on
+        }
+        const auto full = logits_of(m, ids, {}, kv, offset);
+        const auto want = full.reshape({T, c.vocab_size}).rows(T - 1, T);
+        CHECK(rel_err(logits, want) < 1e-12);
+        const std::int32_t next = detail::argmax_token(logits.data(), c.vocab_size);
+        seq.push_back(next);
+        logits = llama_extend(m, bank, cache, {1}, {{next}});
+      }
+    }
+  }
+}
+
+TEST_CASE("Llama family: generate() batches of mixed prefixes give every row what it gives alone") {
+  for (const auto& family : kFamilies) {
+    CAPTURE(family);
+    const LlamaConfig c = tiny_llama(family);
+    const Llama<float> m = perturbed_llama<float>(c, 13);
+    Rng rng(14);
+    PrefixBank<float> bank(c);
+    bank.add(DirectPrefix<float>::random_normal(3, c, rng).table.value(), "a");
+    bank.add(DirectPrefix<float>::random_normal(5, c, rng).table.value(), "b");
+    std::vector<GenerationRequest> reqs = {
+        {{3, 4, 5}, 0}, {{6, 7, 8, 9, 10, 11}, 1}, {{12}, kNoPrefix}, {{13, 14}, 0}};
+    for (std::size_t i = 0; i < reqs.size(); ++i) reqs[i].stream = static_cast<std::int64_t>(i);
+    GenerateConfig greedy;
+    greedy.max_new_tokens = 7, greedy.eos_id = 2, greedy.more_eos_ids = {25, 26};
+    GenerateConfig sampled = greedy;
+    sampled.sample = true, sampled.top_k = 5, sampled.seed = 3;
+    GenerateConfig beam = greedy;
+    beam.num_beams = 3;
+    for (const auto* cfg : {&greedy, &sampled, &beam}) {
+      const auto together = generate(m, bank, reqs, *cfg);
+      for (std::size_t i = 0; i < reqs.size(); ++i) {
+        CAPTURE(i);
+        const auto alone = generate(m, bank, {reqs[i]}, *cfg);
+        CHECK(together[i].ids == alone[0].ids);
+        CHECK(together[i].ended == alone[0].ended);
+        for (auto id : together[i].ids) CHECK_FALSE(cfg->is_eos(id));
+      }
+    }
+  }
+  const Llama<float> m = perturbed_llama<float>(tiny_llama("qwen2"), 13);
+  PrefixBank<float> bank(m.config);
+  GenerateConfig cfg;
+  cfg.eos_id = 2;
+  CHECK(error_of([&] { (void)generate(m, bank, {{{3, 40}, kNoPrefix}}, cfg); })
+            .find("request 0 token 1 has id 40, outside the vocabulary [0, 29)") != std::string::npos);
+  CHECK(error_of([&] { (void)generate(m, bank, {{std::vector<std::int32_t>(33, 3), kNoPrefix}}, cfg); })
+            .find("has a prompt of 33 tokens but the model's context holds 32") != std::string::npos);
+  cfg.more_eos_ids = {29};
+  CHECK(error_of([&] { (void)generate(m, bank, {{{3}, kNoPrefix}}, cfg); }).find("eos_id 29 is outside") !=
+        std::string::npos);
+}
+
 // ---- parity with the PyTorch reference ---------------------------------------------------------------------
 
 namespace {
@@ -285,6 +375,20 @@ void check_family_parity(const std::string& family, double logits_tol, double lo
     Tape<T> t;
     CHECK(rel_err(logits_of(m, ids, mask, prefix_kv_from_table(t, peft.table, c.kv_shape()), P),
                   f.load<double>("logits")) < 1e-5);
+  }
+  // Greedy decoding with the KV cache (prefix from the reference table) gives the reference's tokens; the end id is
+  // one the reference never chose, so nothing stops early.
+  {
+    PrefixBank<T> bank(c);
+    bank.add(table.value(), "reference");
+    const auto prompt = f.load<std::int64_t>("greedy_prompt").to_vector();
+    const auto want = f.load<std::int64_t>("greedy_ids").to_vector();
+    GenerateConfig cfg;
+    cfg.max_new_tokens = static_cast<std::int64_t>(want.size());
+    cfg.eos_id = 0;
+    while (std::find(want.begin(), want.end(), cfg.eos_id) != want.end()) ++cfg.eos_id;
+    const auto got = generate(m, bank, {{std::vector<std::int32_t>(prompt.begin(), prompt.end()), 0}}, cfg);
+    CHECK(std::vector<std::int64_t>(got[0].ids.begin(), got[0].ids.end()) == want);
   }
   // Our export of that table is what PEFT writes, and reads back bit for bit.
   TempDir out;

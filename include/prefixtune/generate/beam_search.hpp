@@ -108,7 +108,7 @@ std::vector<Generation> generate_beam(Engine& engine, const std::vector<Generati
       for (std::size_t rank = 0; rank < top && static_cast<std::int64_t>(next.size()) < nb; ++rank) {
         const Cand& c = cands[rank];
         const Beam& parent = bs[static_cast<std::size_t>(c.beam)];
-        if (c.token == cfg.eos_id) {
+        if (cfg.is_eos(c.token)) {
           if (static_cast<std::int64_t>(rank) < nb)  // the end token counts in the length (transformers >= 4.36)
             h.add(c.score / beam_length_norm(cur + 1, cfg.length_penalty), parent.ids, true);
           continue;

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The greedy / sampling loop shared by every model: one batched pass over each request's start tokens, then one
 // token per unfinished row per step; rows stop independently and finished rows cost nothing. The model side is a
-// decoding engine (Gpt2Decoding in gpt2_generate.hpp, BartDecoding in bart_generate.hpp) with
+// decoding engine (CausalDecoding in causal_generate.hpp, BartDecoding in bart_generate.hpp) with
 //   start_tokens(i)        the tokens request i starts from (fed first; the start of its n-gram history)
 //   start(slot, i)         empties a cache slot and binds it to request i
 //   extend(slots, tokens)  appends tokens to slots, returns the logits (rows, V) of each row's last new token
@@ -75,7 +75,7 @@ std::vector<Generation> generate_sampled(Engine& engine, const std::vector<Gener
         ban_eos[static_cast<std::size_t>(a)] =
             static_cast<std::int64_t>(out[static_cast<std::size_t>(active[static_cast<std::size_t>(a)])].ids.size()) <
             cfg.min_new_tokens;
-      greedy_select(logits, cfg.ban_ids, cfg.eos_id, ban_eos, toks, logps);
+      greedy_select(logits, cfg.ban_ids, cfg.eos_ids(), ban_eos, toks, logps);
     }
     std::vector<std::int64_t> next_active;
     std::vector<std::vector<std::int32_t>> next_feed;
@@ -84,7 +84,7 @@ std::vector<Generation> generate_sampled(Engine& engine, const std::vector<Gener
       Generation& g = out[static_cast<std::size_t>(i)];
       const std::int32_t tok = toks[a];
       g.score += logps[a];
-      if (tok == cfg.eos_id) {
+      if (cfg.is_eos(tok)) {
         g.ended = true;
         continue;
       }

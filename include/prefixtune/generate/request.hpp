@@ -29,8 +29,20 @@ struct GenerateConfig {
   bool early_stopping = false;            // beam search: stop a request once num_beams hypotheses ended
   std::vector<std::int32_t> ban_ids;      // never generated (the paper bans 198 and 628: "\n", "\n\n")
   std::int32_t eos_id = 50256;            // generation of a row ends at this token (not included in the output)
+  std::vector<std::int32_t> more_eos_ids;  // further end tokens (Llama 3 lists several), treated as eos_id
   std::int64_t no_repeat_ngram_size = 0;  // > 0: no n-gram of the row's decoder sequence appears twice
   std::int32_t forced_bos_id = -1;        // >= 0: the first generated token is this one (BART's forced_bos_token_id)
+
+  /// Every end token: eos_id, then more_eos_ids.
+  std::vector<std::int32_t> eos_ids() const {
+    std::vector<std::int32_t> v = {eos_id};
+    v.insert(v.end(), more_eos_ids.begin(), more_eos_ids.end());
+    return v;
+  }
+  /// Whether a generated token ends its row.
+  bool is_eos(std::int32_t token) const {
+    return token == eos_id || std::find(more_eos_ids.begin(), more_eos_ids.end(), token) != more_eos_ids.end();
+  }
 
   void validate(std::int64_t vocab_size) const {
     PREFIXTUNE_CHECK(max_new_tokens >= 1, "generate: max_new_tokens must be >= 1, got ", max_new_tokens);
@@ -47,8 +59,9 @@ struct GenerateConfig {
                      no_repeat_ngram_size);
     PREFIXTUNE_CHECK(forced_bos_id >= -1 && forced_bos_id < vocab_size, "generate: forced_bos_id ", forced_bos_id,
                      " is outside the vocabulary [0, ", vocab_size, ") (-1 = none)");
-    PREFIXTUNE_CHECK(eos_id >= 0 && eos_id < vocab_size, "generate: eos_id ", eos_id, " is outside the vocabulary [0, ",
-                     vocab_size, ")");
+    for (auto id : eos_ids())
+      PREFIXTUNE_CHECK(id >= 0 && id < vocab_size, "generate: eos_id ", id, " is outside the vocabulary [0, ",
+                       vocab_size, ")");
     for (auto id : ban_ids)
       PREFIXTUNE_CHECK(id >= 0 && id < vocab_size, "generate: banned id ", id, " is outside the vocabulary [0, ",
                        vocab_size, ")");

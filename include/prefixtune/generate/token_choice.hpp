@@ -20,10 +20,10 @@
 namespace prefixtune::detail {
 
 /// Applies the logit processors to one row of V logits in place: banned ids and, before min_new_tokens new
-/// tokens exist, the end token become -inf.
+/// tokens exist, the end tokens become -inf.
 template <class T>
 void process_logits(T* logits, const GenerateConfig& cfg, std::int64_t generated) {
-  ban_tokens(logits, cfg.ban_ids, cfg.eos_id, generated < cfg.min_new_tokens);
+  ban_tokens(logits, cfg.ban_ids, cfg.eos_ids(), generated < cfg.min_new_tokens);
 }
 
 /// The processors that look at a row's sequence (start tokens, then the generated ones), after process_logits:

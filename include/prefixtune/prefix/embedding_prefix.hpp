@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "prefixtune/models/gpt2_kv.hpp"
+#include "prefixtune/models/llama.hpp"
 #include "prefixtune/prefix/prefix.hpp"
 
 namespace prefixtune {

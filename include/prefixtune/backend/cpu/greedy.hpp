@@ -38,22 +38,24 @@ double log_sum_exp_row(const T* logits, std::int64_t V) {
   return mx + std::log(sum);
 }
 
-/// The bans of one row of logits in place: every id of ban_ids, and eos_id when ban_eos, becomes -inf. The host's
+/// The bans of one row of logits in place: every id of ban_ids, and every end id when ban_eos, becomes -inf. The host's
 /// logit processors and the CPU greedy kernel both apply them this way.
 template <class T>
-void ban_tokens(T* row, const std::vector<std::int32_t>& ban_ids, std::int32_t eos_id, bool ban_eos) {
+void ban_tokens(T* row, const std::vector<std::int32_t>& ban_ids, const std::vector<std::int32_t>& eos_ids,
+                bool ban_eos) {
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
   for (auto id : ban_ids) row[id] = kNegInf;
-  if (ban_eos) row[eos_id] = kNegInf;
+  if (ban_eos)
+    for (auto id : eos_ids) row[id] = kNegInf;
 }
 
-/// The greedy choice of R rows of V logits in place: ban_ids and, in rows flagged in ban_eos, eos_id become -inf;
+/// The greedy choice of R rows of V logits in place: ban_ids and, in rows flagged in ban_eos, eos_ids become -inf;
 /// then tok[r] = argmax (lowest index on ties) and logp[r] = its log-probability among the allowed tokens (in
 /// double). The CUDA kernel does the same on the GPU and returns only these 2R numbers.
 template <class T>
 void greedy_select_kernel(Cpu, T* logits, std::int64_t R, std::int64_t V, const std::vector<std::int32_t>& ban_ids,
-                          std::int32_t eos_id, const std::vector<std::uint8_t>& ban_eos, std::vector<std::int32_t>& tok,
-                          std::vector<double>& logp) {
+                          const std::vector<std::int32_t>& eos_ids, const std::vector<std::uint8_t>& ban_eos,
+                          std::vector<std::int32_t>& tok, std::vector<double>& logp) {
   tok.resize(static_cast<std::size_t>(R));
   logp.resize(static_cast<std::size_t>(R));
   // Rows are independent and each costs V exponentials: split over the threads; an error (a row with no allowed
@@ -66,7 +68,7 @@ void greedy_select_kernel(Cpu, T* logits, std::int64_t R, std::int64_t V, const 
   for (std::int64_t r = 0; r < R; ++r) {
     try {
       T* row = logits + r * V;
-      ban_tokens(row, ban_ids, eos_id, ban_eos[static_cast<std::size_t>(r)] != 0);
+      ban_tokens(row, ban_ids, eos_ids, ban_eos[static_cast<std::size_t>(r)] != 0);
       const std::int32_t t = argmax_token(row, V);
       tok[static_cast<std::size_t>(r)] = t;
       logp[static_cast<std::size_t>(r)] = static_cast<double>(row[t]) - log_sum_exp_row(row, V);

@@ -21,26 +21,24 @@ __device__ bool greedy_better(T v, std::int64_t i, T bv, std::int64_t bi) {
 /// Same contract as greedy_select_kernel(Cpu, ...).
 template <class T>
 void greedy_select_kernel(Cuda, T* logits, std::int64_t R, std::int64_t V, const std::vector<std::int32_t>& ban_ids,
-                          std::int32_t eos_id, const std::vector<std::uint8_t>& ban_eos, std::vector<std::int32_t>& tok,
-                          std::vector<double>& logp) {
+                          const std::vector<std::int32_t>& eos_ids, const std::vector<std::uint8_t>& ban_eos,
+                          std::vector<std::int32_t>& tok, std::vector<double>& logp) {
   tok.assign(static_cast<std::size_t>(R), 0);
   logp.assign(static_cast<std::size_t>(R), 0.0);
   if (R == 0) return;
-  // The processors, in place: banned ids, and the end token of the flagged rows, become -inf.
-  const auto nb = static_cast<std::int64_t>(ban_ids.size());
-  const auto d_bans = cuda_upload(ban_ids.data(), nb);
-  const auto d_eos = cuda_upload(ban_eos.data(), R);
-  const std::int32_t* bp = d_bans.data();
-  const std::uint8_t* ep = d_eos.data();
-  const std::int32_t eos = eos_id;
-  cuda_for_elements("greedy bans", R * (nb + 1), [=] __device__(std::int64_t x) {
-    const std::int64_t r = x / (nb + 1), k = x % (nb + 1);
-    if (k < nb) {
-      logits[r * V + bp[k]] = -INFINITY;
-    } else if (ep[r]) {
-      logits[r * V + eos] = -INFINITY;
-    }
-  });
+  // The processors, in place: banned ids, and the end tokens of the flagged rows, become -inf.
+  std::vector<std::int32_t> ids = ban_ids;  // the bans, then the end ids
+  ids.insert(ids.end(), eos_ids.begin(), eos_ids.end());
+  const auto nb = static_cast<std::int64_t>(ban_ids.size()), n = static_cast<std::int64_t>(ids.size());
+  const auto d_ids = cuda_upload(ids.data(), n);
+  const auto d_flags = cuda_upload(ban_eos.data(), R);
+  const std::int32_t* ip = d_ids.data();
+  const std::uint8_t* fp = d_flags.data();
+  if (n > 0)
+    cuda_for_elements("greedy bans", R * n, [=] __device__(std::int64_t x) {
+      const std::int64_t r = x / n, k = x % n;
+      if (k < nb || fp[r]) logits[r * V + ip[k]] = -INFINITY;
+    });
   auto d_tok = Tensor<std::int32_t, Cuda>::empty(Shape{R});
   auto d_logp = Tensor<double, Cuda>::empty(Shape{R});
   std::int32_t* tp = d_tok.data();
