@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-// Launch helpers of the CUDA kernels: grid sizes, a grid-stride element loop over a device lambda, and block-wide
-// reductions. Needs nvcc with --extended-lambda (the prefixtune::cuda target adds it for CUDA sources).
+// Launch helpers of the CUDA kernels: grid sizes, grid-stride loops over a device lambda (one thread or one warp
+// per item), and warp- and block-wide reductions. Needs nvcc with --extended-lambda (the prefixtune::cuda target adds
+// it for CUDA sources).
 #pragma once
 
 #if !defined(__CUDACC__)
@@ -54,19 +55,39 @@ void cuda_for_elements(const char* what, std::int64_t n, F f) {
   cuda_check_launch(what);
 }
 
+template <class F>
+__global__ void cuda_for_warps_kernel(std::int64_t n, F f) {
+  const std::int64_t warps = blockDim.x >> 5;
+  for (std::int64_t w = blockIdx.x * warps + (threadIdx.x >> 5); w < n; w += std::int64_t{gridDim.x} * warps)
+    f(w, static_cast<int>(threadIdx.x & 31));
+}
+
+/// Calls f(w, lane) on the GPU for w in [0, n), one whole warp per w (lane 0..31), so f may call warp_sum.
+template <class F>
+void cuda_for_warps(const char* what, std::int64_t n, F f) {
+  if (n <= 0) return;
+  cuda_for_warps_kernel<<<cuda_blocks(n, kCudaThreads / 32), kCudaThreads, 0, cuda_stream()>>>(n, f);
+  cuda_check_launch(what);
+}
+
+/// Sum of v over the warp (every lane gets it); every lane of the warp must call it.
+template <class A>
+__device__ A warp_sum(A v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
 /// Sum of v over the block (every thread gets it). blockDim.x must be a multiple of 32, at most 1024; every
 /// thread of the block must call it.
 template <class A>
 __device__ A block_sum(A v) {
   __shared__ A partial[32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  v = warp_sum(v);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   __syncthreads();  // partial may still be read by a previous call
   if (lane == 0) partial[warp] = v;
   __syncthreads();
-  v = lane < warps ? partial[lane] : A(0);
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
+  return warp_sum(lane < warps ? partial[lane] : A(0));
 }
 
 /// Maximum of v over the block (every thread gets it); same rules as block_sum.
