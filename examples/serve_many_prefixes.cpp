@@ -162,7 +162,7 @@ struct Totals {
 /// One generate call for the good lines of `lines` (users mixed), then every line written in order.
 void serve_batch(std::vector<RequestLine>& lines, const Gpt2<float>& model, const Gpt2Tokenizer& tok,
                  const PrefixBank<float>& bank, const GenerateConfig& cfg, Totals& totals) {
-  const BatchResult r = serve_request_lines(lines, model, tok, bank, cfg);
+  const BatchResult r = serve_request_lines(lines, model, &tok, bank, cfg);
   totals.tokens += r.tokens;
   totals.errors += r.failed;
   totals.batches += r.ran;

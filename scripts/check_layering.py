@@ -8,7 +8,7 @@ own layer and the layers before it, never one after it. On top of the order:
   - backend/cuda/ never includes backend/cpu/, backend/cpu/ never includes backend/cuda/, and the common headers
     directly in backend/ never include backend/cuda/;
   - a model family (models/<family>*.hpp: gpt2, bart, ...) never includes another family; the shared files
-    models/kv_shape.hpp and models/prefix_kv.hpp belong to no family;
+    models/kv_shape.hpp, prefix_kv.hpp, positions.hpp and hf_reader.hpp belong to no family;
   - every included prefixtune header exists.
 The umbrella headers prefixtune.hpp, cuda.hpp and cuda.cuh may include anything.
 
@@ -20,7 +20,7 @@ import sys
 
 LAYERS = ["core", "backend", "ops", "autograd", "io", "models", "prefix", "train", "generate", "metrics"]
 UMBRELLAS = {"prefixtune.hpp", "cuda.hpp", "cuda.cuh"}
-MODELS_SHARED = {"kv_shape.hpp", "prefix_kv.hpp"}
+MODELS_SHARED = {"kv_shape.hpp", "prefix_kv.hpp", "positions.hpp", "hf_reader.hpp"}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"prefixtune/([^"]+)"', re.M)
 
 

@@ -26,6 +26,7 @@
 #include "prefixtune/io/file.hpp"
 #include "prefixtune/io/safetensors.hpp"
 #include "prefixtune/io/safetensors_checkpoint.hpp"
+#include "prefixtune/io/token_data.hpp"
 #include "prefixtune/metrics/bleu.hpp"
 #include "prefixtune/metrics/rouge.hpp"
 #include "prefixtune/models/bart.hpp"

@@ -364,7 +364,7 @@ TEST_CASE("prefixtune generate: greedy, beam and seeded sampling equal the libra
   CHECK(lines[0]["ids"] == bare[2]["ids"]);
   CHECK(lines[1]["error"].get<std::string>().find("stdin:2: invalid JSON") != std::string::npos);
   CHECK(lines[1]["input"] == "this is not JSON");
-  CHECK(lines[2]["error"].get<std::string>().find("found neither") != std::string::npos);
+  CHECK(lines[2]["error"].get<std::string>().find("found none") != std::string::npos);
   CHECK(lines[2]["n"] == 3);
   CHECK(lines[3]["error"].get<std::string>().find("request 5 has a prompt of 400 tokens") != std::string::npos);
   CHECK(lines[4]["error"].get<std::string>().find("request 6 has an empty prompt") != std::string::npos);

@@ -18,15 +18,6 @@
 
 namespace prefixtune_cli {
 
-/// config.json's model_type of a model folder ("gpt2", "bart", ...); "" when the folder has none.
-inline std::string model_type_of(const std::string& dir) {
-  const fs::path config = fs::path(dir) / "config.json";
-  if (!fs::is_regular_file(config)) return "";
-  const nlohmann::json j = read_json_file(config.string());
-  return j.is_object() && j.contains("model_type") && j["model_type"].is_string() ? j["model_type"].get<std::string>()
-                                                                                  : "";
-}
-
 /// A frozen BART on Device and its tokenizer (BART's vocab.json / merges.txt, byte-level BPE as GPT-2's).
 template <class Device>
 struct BartModel {
@@ -106,7 +97,7 @@ int cmd_generate_bart(const std::string& model_dir, const std::string& prefix_pa
       batch_size,
       [&](const std::string& line, std::size_t n) { return parse_bart_line(line, n, m, bank, prefix_index); },
       [&](std::vector<RequestLine>& lines) {
-        return serve_request_lines(lines, m.bart, m.tok, bank, cfg, specials).tokens;
+        return serve_request_lines(lines, m.bart, &m.tok, bank, cfg, specials).tokens;
       });
 }
 

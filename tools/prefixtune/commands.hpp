@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// The model-running commands of the `prefixtune` CLI (score, train, generate), templated over the device: the CLI
+// The model-running commands of the `prefixtune` CLI (score, train, generate) for decoder-only folders (GPT-2 and
+// the Llama family: llama, mistral, qwen2, qwen3, by config.json's model_type), templated over the device: the CLI
 // runs them on Cpu, and on Cuda through cuda_commands.cu when the build has CUDA (`--device cuda`).
 #pragma once
 
@@ -10,6 +11,7 @@
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <type_traits>
@@ -25,40 +27,93 @@ using prefixtune_examples::RequestLine;
 using prefixtune_examples::serve_request_lines;
 namespace fs = std::filesystem;
 
-/// A frozen model on Device and its tokenizer.
-template <class Device>
+/// model_type from `dir`/config.json ("" when there is no config or no model_type).
+inline std::string model_type_of(const std::string& dir) {
+  const fs::path config = fs::path(dir) / "config.json";
+  if (!fs::is_regular_file(config)) return "";
+  const nlohmann::json j = read_json_file(config.string());
+  return j.is_object() && j.contains("model_type") && j["model_type"].is_string() ? j["model_type"].get<std::string>()
+                                                                                  : "";
+}
+
+/// Whether `dir` is a Llama-family folder (llama, mistral, qwen2, qwen3).
+inline bool is_llama_folder(const std::string& dir) {
+  const std::string t = model_type_of(dir);
+  return t == "llama" || t == "mistral" || t == "qwen2" || t == "qwen3";
+}
+
+/// The K/V shape a prefix for the decoder-only folder `dir` fills (GPT-2 or the Llama family).
+inline KvShape decoder_kv_shape(const std::string& dir) {
+  if (is_llama_folder(dir)) return load_llama_config(dir).kv_shape();
+  return load_gpt2_config(dir).kv_shape();
+}
+
+/// A frozen decoder-only model (Net: Gpt2 or Llama) on Device, and its tokenizer when the folder has one (GPT-2's
+/// vocab.json + merges.txt; the Llama family's tokenizers are not read yet: such folders take pre-tokenized data).
+template <class Net, class Device>
 struct Model {
-  Gpt2<float, Device> gpt2;
-  Gpt2Tokenizer tok;
+  Net net;
+  std::optional<Gpt2Tokenizer> tok;
+  std::string dir;
+
+  /// The tokenizer, or an Error saying that `what` needs one and that token ids can be given instead.
+  const Gpt2Tokenizer& tokenizer(const std::string& what) const {
+    PREFIXTUNE_CHECK(tok.has_value(), what, " needs the model's tokenizer, and prefixtune does not read the tokenizers ",
+                     "of Llama-family folders (", dir, ") yet: give pre-tokenized JSON lines {\"input_ids\": [...]} ",
+                     "instead");
+    return *tok;
+  }
 };
 
+/// The input embedding table (V, C) and its width.
 template <class Device>
-Model<Device> load_model(const std::string& dir) {
+const Tensor<float, Device>& input_embeddings(const Gpt2<float, Device>& m) {
+  return m.wte;
+}
+template <class Device>
+const Tensor<float, Device>& input_embeddings(const Llama<float, Device>& m) {
+  return m.embed;
+}
+
+/// Loads the decoder-only folder `dir` (GPT-2, or the Llama family by model_type) onto Device and calls f(model).
+template <class Device, class F>
+int with_model(const std::string& dir, F&& f) {
   PREFIXTUNE_CHECK(fs::is_directory(dir), "--model '", dir,
-                   "' is not a folder (expected a HuggingFace GPT-2 folder "
-                   "with config.json, model.safetensors, vocab.json, merges.txt)");
-  if constexpr (std::is_same_v<Device, Cpu>) {
-    return Model<Device>{load_gpt2<float>(dir), Gpt2Tokenizer::load_dir(dir)};
-  } else {
-    return Model<Device>{to_device<Device>(load_gpt2<float>(dir)), Gpt2Tokenizer::load_dir(dir)};
+                   "' is not a folder (expected a HuggingFace folder with config.json and model.safetensors: GPT-2, "
+                   "Llama, Mistral, Qwen2 or Qwen3)");
+  if (is_llama_folder(dir)) {
+    Model<Llama<float, Device>, Device> m{to_device<Device>(load_llama<float>(dir)), std::nullopt, dir};
+    return f(m);
   }
+  Model<Gpt2<float, Device>, Device> m{to_device<Device>(load_gpt2<float>(dir)), Gpt2Tokenizer::load_dir(dir), dir};
+  return f(m);
+}
+
+/// The examples of a data file: pre-tokenized JSON lines ({"input_ids", "labels"}, used as given; longer than
+/// max_length refused) for any model, or text (E2E lines, {"source", "target"} JSON lines) through the tokenizer.
+template <class M>
+std::vector<Example> read_examples(const M& m, const std::string& path, std::size_t max_length, LengthPolicy policy) {
+  if (is_token_data(read_text_file(path))) return read_token_examples(path, m.net.config.vocab_size, max_length);
+  return encode_examples(m.tokenizer("text data (" + path + ")"), read_pairs(path), max_length, policy);
 }
 
 template <class Device>
 int cmd_score(const std::string& model_dir, const std::string& prefix_path, const std::string& data,
               std::int64_t batch_size, const std::string& instruction) {
-  const Model<Device> m = load_model<Device>(model_dir);
-  auto examples = encode_examples(m.tok, read_pairs(data));
-  if (!instruction.empty()) examples = prepend_prompt(examples, m.tok.encode(instruction));
-  DirectPrefix<float, Device> prefix;
-  if (!prefix_path.empty()) prefix = to_device<Device>(load_prefix<float>(prefix_path, m.gpt2.config));
-  ProgressBar bar(static_cast<std::int64_t>(examples.size()), "score");
-  const auto scores = score_examples(m.gpt2, prefix, examples, batch_size,
-                                     [&](std::size_t done) { bar.update(static_cast<std::int64_t>(done)); });
-  for (std::size_t i = 0; i < scores.size(); ++i)
-    std::cout << nlohmann::json{{"index", i}, {"loss", scores[i].first}, {"tokens", scores[i].second}}.dump() << "\n";
-  bar.finish();
-  return 0;
+  return with_model<Device>(model_dir, [&](const auto& m) {
+    auto examples = read_examples(m, data, 0, LengthPolicy::Error);
+    if (!instruction.empty()) examples = prepend_prompt(examples, m.tokenizer("--instruction").encode(instruction));
+    DirectPrefix<float, Device> prefix;
+    if (!prefix_path.empty()) prefix = to_device<Device>(load_prefix<float>(prefix_path, m.net.config.kv_shape()));
+    ProgressBar bar(static_cast<std::int64_t>(examples.size()), "score");
+    const auto scores = score_examples(m.net, prefix, examples, batch_size,
+                                       [&](std::size_t done) { bar.update(static_cast<std::int64_t>(done)); });
+    for (std::size_t i = 0; i < scores.size(); ++i)
+      std::cout << nlohmann::json{{"index", i}, {"loss", scores[i].first}, {"tokens", scores[i].second}}.dump()
+                << "\n";
+    bar.finish();
+    return 0;
+  });
 }
 
 /// Everything `prefixtune train` needs: data, what is trained (the paper's method or one of its variants and
@@ -207,38 +262,43 @@ class TrainDisplay {
 
 }  // namespace detail_cli
 
-template <class Device>
-int cmd_train(const TrainOptions& o) {
-  check_train_flags(o, /*bart=*/false);
-  Model<Device> m = load_model<Device>(o.model_dir);
+/// `prefixtune train` on a decoder-only model m (GPT-2 or the Llama family).
+template <class Device, class Net>
+int train_decoder(const TrainOptions& o, Model<Net, Device>& m) {
+  constexpr bool gpt2 = std::is_same_v<Net, Gpt2<float, Device>>;
   const auto policy = o.max_length > 0 ? LengthPolicy::TruncateSource : LengthPolicy::Error;
-  const auto train = encode_examples(m.tok, read_pairs(o.train_path), o.max_length, policy);
-  const auto valid = o.valid_path.empty() ? std::vector<Example>{}
-                                          : encode_examples(m.tok, read_pairs(o.valid_path), o.max_length, policy);
+  const auto train = read_examples(m, o.train_path, o.max_length, policy);
+  const auto valid =
+      o.valid_path.empty() ? std::vector<Example>{} : read_examples(m, o.valid_path, o.max_length, policy);
   const std::string& method = o.method;
   const bool infix = o.pc.placement == Placement::Infix;
   detail_cli::TrainDisplay display;
   if (method == "full" || method == "ft-top2") {
+    if constexpr (!gpt2) {
+      PREFIXTUNE_FAIL("train: --method ", method, " fine-tunes GPT-2 models only; ", o.model_dir,
+                      " is a ", m.net.config.model_type, " folder, whose weights prefixtune keeps frozen");
+    } else {
     std::fprintf(stderr, "fine-tuning %s on %zu examples, %zu for validation\n",
                  method == "full" ? "every weight" : "the top 2 blocks", train.size(), valid.size());
-    const auto r = fine_tune(m.gpt2, train, valid, o.cfg, method == "full" ? 0 : 2, std::ref(display));
+    const auto r = fine_tune(m.net, train, valid, o.cfg, method == "full" ? 0 : 2, std::ref(display));
     display.finish(r);
     const fs::path dir(o.out), tmp = dir.string() + ".tmp";  // the whole folder appears at once
     fs::remove_all(tmp);
     fs::create_directories(tmp);
-    save_gpt2(tmp.string(), to_device<Cpu>(m.gpt2));
+    save_gpt2(tmp.string(), to_device<Cpu>(m.net));
     for (const char* f : {"vocab.json", "merges.txt"})
       write_text_file_atomic((tmp / f).string(), read_text_file((fs::path(o.model_dir) / f).string()));
     fs::remove_all(dir);
     fs::rename(tmp, dir);
     std::fprintf(stderr, "saved the fine-tuned model (last step) to %s\n", o.out.c_str());
     return 0;
+    }
   }
   PrefixConfig pc = o.pc;
   pc.deep = method == "deep";
   std::vector<std::int32_t> words;
   if (o.init == "words") {
-    words = m.tok.encode(o.init_words);
+    words = m.tokenizer("--init words").encode(o.init_words);
     PREFIXTUNE_CHECK(!words.empty(), "--init words needs --init-words TEXT that encodes to at least one token");
     PREFIXTUNE_CHECK(o.given.count("--prefix-length") == 0 || pc.length == static_cast<std::int64_t>(words.size()),
                      "train: --prefix-length ", pc.length, " with --init words: the prefix takes the length of '",
@@ -252,17 +312,17 @@ int cmd_train(const TrainOptions& o) {
   const auto run = [&](auto& trained) {
     std::fprintf(stderr, "training a %s%s of length %lld on %zu examples, %zu for validation\n", method.c_str(),
                  infix ? " infix" : " prefix", static_cast<long long>(pc.length), train.size(), valid.size());
-    const auto r = train_prefix(m.gpt2, trained, train, valid, o.cfg, std::ref(display));
+    const auto r = train_prefix(m.net, trained, train, valid, o.cfg, std::ref(display));
     display.finish(r);
-    save_prefix(o.out, to_device<Cpu>(r.best_prefix), m.gpt2.config);
+    save_prefix(o.out, to_device<Cpu>(r.best_prefix), m.net.config.kv_shape());
     std::fprintf(stderr, "saved the %s %s to %s\n", valid.empty() ? "final" : "best validated",
                  infix ? "infix" : "prefix", o.out.c_str());
     return 0;
   };
   if (method == "mlp" || method == "deep") {
-    auto encoder = to_device<Device>(PrefixEncoder<float>::create(pc, m.gpt2.config, rng));
+    auto encoder = to_device<Device>(PrefixEncoder<float>::create(pc, m.net.config.kv_shape(), rng));
     if (!words.empty()) {
-      const auto target = prefix_from_words(m.gpt2, words).table.value();
+      const auto target = prefix_from_words(m.net, words).table.value();
       const double mse = fit_encoder_to_table(encoder, target, o.prefit_steps, o.prefit_lr);
       std::fprintf(stderr, "pre-fit the MLP to the K/V of '%s': MSE %.4g after %lld steps\n", o.init_words.c_str(), mse,
                    static_cast<long long>(o.prefit_steps));
@@ -272,10 +332,10 @@ int cmd_train(const TrainOptions& o) {
   if (method == "direct") {
     DirectPrefix<float, Device> table;
     if (!words.empty()) {
-      table = prefix_from_words(m.gpt2, words);
+      table = prefix_from_words(m.net, words);
     } else {
-      auto host = o.init == "uniform" ? DirectPrefix<float>::random_uniform(pc.length, m.gpt2.config, rng)
-                                      : DirectPrefix<float>::random_normal(pc.length, m.gpt2.config, rng);
+      auto host = o.init == "uniform" ? DirectPrefix<float>::random_uniform(pc.length, m.net.config.kv_shape(), rng)
+                                      : DirectPrefix<float>::random_normal(pc.length, m.net.config.kv_shape(), rng);
       table = to_device<Device>(host);
     }
     table.placement = pc.placement;
@@ -284,35 +344,51 @@ int cmd_train(const TrainOptions& o) {
   }
   PREFIXTUNE_CHECK(method == "emb" || method == "emb-mlp", "--method '", method,
                    "' is not one of mlp, deep, direct, emb, emb-mlp, full, ft-top2");
-  auto emb = EmbeddingPrefix<float, Device>::create(pc, m.gpt2.config.n_embd, rng, method == "emb-mlp");
+  auto emb = EmbeddingPrefix<float, Device>::create(pc, input_embeddings(m.net).size(1), rng, method == "emb-mlp");
   if (!words.empty()) {  // start from the words' own input embeddings
     const auto ids = Tensor<std::int32_t, Cpu>::from_vector({pc.length}, words).template to<Device>();
     Tensor<float, Device> e = emb.embedding.value();
-    embedding_forward(ids, m.gpt2.wte, e);
+    embedding_forward(ids, input_embeddings(m.net), e);
   }
   return run(emb);
 }
 
-/// Parses and checks input line n; a bad line comes back with "error" set and ok = false.
 template <class Device>
-RequestLine parse_generate_line(const std::string& line, std::size_t n, const Model<Device>& m,
+int cmd_train(const TrainOptions& o) {
+  check_train_flags(o, /*bart=*/false);
+  return with_model<Device>(o.model_dir, [&](auto& m) { return train_decoder(o, m); });
+}
+
+/// Parses and checks input line n: exactly one of "source" (the paper's table prompt), "prompt" (raw text) and
+/// "input_ids" (token ids used as given); a bad line comes back with "error" set and ok = false.
+template <class M, class Device>
+RequestLine parse_generate_line(const std::string& line, std::size_t n, const M& m,
                                 const PrefixBank<float, Device>& bank, std::int64_t prefix_index,
                                 const std::vector<std::int32_t>& instruction) {
   RequestLine p;
-  if (!parse_request_object(line, n, "a JSON object with \"source\" or \"prompt\"", p)) return p;
+  if (!parse_request_object(line, n, "a JSON object with \"source\", \"prompt\" or \"input_ids\"", p)) return p;
   try {
-    const bool has_source = p.out.contains("source"), has_prompt = p.out.contains("prompt");
-    PREFIXTUNE_CHECK(has_source != has_prompt, "stdin:", n, ": expected exactly one of the fields \"source\" and ",
-                     "\"prompt\", found ", has_source ? "both" : "neither");
-    const char* key = has_source ? "source" : "prompt";
-    PREFIXTUNE_CHECK(p.out[key].is_string(), "stdin:", n, ": field \"", key, "\" is not a string");
-    const std::string text = p.out[key].get<std::string>();
+    const char* keys[] = {"source", "prompt", "input_ids"};
+    std::vector<const char*> found;
+    for (const char* k : keys)
+      if (p.out.contains(k)) found.push_back(k);
+    PREFIXTUNE_CHECK(found.size() == 1, "stdin:", n, ": expected exactly one of the fields \"source\", \"prompt\" ",
+                     "and \"input_ids\", found ", found.empty() ? "none" : std::to_string(found.size()));
+    const std::string key = found[0];
     p.request.prompt = instruction;  // a discrete prompt before every line (usually empty)
-    const auto ids = has_source ? encode_source_prompt(m.tok, text) : m.tok.encode(text, /*parse_special=*/true);
+    std::vector<std::int32_t> ids;
+    if (key == "input_ids") {
+      ids = prompt_token_ids(p.out, m.net.config.vocab_size, "stdin", n);
+    } else {
+      PREFIXTUNE_CHECK(p.out[key].is_string(), "stdin:", n, ": field \"", key, "\" is not a string");
+      const std::string text = p.out[key].template get<std::string>();
+      const Gpt2Tokenizer& tok = m.tokenizer("stdin:" + std::to_string(n) + ": \"" + key + "\"");
+      ids = key == "source" ? encode_source_prompt(tok, text) : tok.encode(text, /*parse_special=*/true);
+    }
     p.request.prompt.insert(p.request.prompt.end(), ids.begin(), ids.end());
     p.request.prefix = prefix_index;
-    p.request.stream = static_cast<std::int64_t>(n);       // sampling draws depend on the line, not on the batching
-    check_generation_request(m.gpt2, bank, p.request, n);  // "request n": n is the input line
+    p.request.stream = static_cast<std::int64_t>(n);      // sampling draws depend on the line, not on the batching
+    check_generation_request(m.net, bank, p.request, n);  // "request n": n is the input line
     p.ok = true;
   } catch (const std::exception& e) {
     p.out["error"] = e.what();
@@ -354,19 +430,22 @@ int serve_stdin(std::int64_t batch_size, Parse&& parse, Serve&& serve) {
 template <class Device>
 int cmd_generate(const std::string& model_dir, const std::string& prefix_path, GenerateConfig cfg,
                  std::int64_t batch_size, const std::string& instruction) {
-  const Model<Device> m = load_model<Device>(model_dir);
-  const std::vector<std::int32_t> instruction_ids =
-      instruction.empty() ? std::vector<std::int32_t>{} : m.tok.encode(instruction);
-  PrefixBank<float, Device> bank(m.gpt2.config);
-  const std::int64_t prefix_index =
-      prefix_path.empty() ? kNoPrefix : bank.add(load_prefix<float>(prefix_path, m.gpt2.config), prefix_path);
-  cfg.validate(m.gpt2.config.vocab_size);
-  return serve_stdin(
-      batch_size,
-      [&](const std::string& line, std::size_t n) {
-        return parse_generate_line(line, n, m, bank, prefix_index, instruction_ids);
-      },
-      [&](std::vector<RequestLine>& lines) { return serve_request_lines(lines, m.gpt2, m.tok, bank, cfg).tokens; });
+  return with_model<Device>(model_dir, [&](const auto& m) {
+    const std::vector<std::int32_t> instruction_ids =
+        instruction.empty() ? std::vector<std::int32_t>{} : m.tokenizer("--instruction").encode(instruction);
+    PrefixBank<float, Device> bank(m.net.config.kv_shape());
+    const std::int64_t prefix_index =
+        prefix_path.empty() ? kNoPrefix
+                            : bank.add(load_prefix<float>(prefix_path, m.net.config.kv_shape()), prefix_path);
+    cfg.validate(m.net.config.vocab_size);
+    const Gpt2Tokenizer* tok = m.tok ? &*m.tok : nullptr;  // no tokenizer: the output has "ids" only
+    return serve_stdin(
+        batch_size,
+        [&](const std::string& line, std::size_t n) {
+          return parse_generate_line(line, n, m, bank, prefix_index, instruction_ids);
+        },
+        [&](std::vector<RequestLine>& lines) { return serve_request_lines(lines, m.net, tok, bank, cfg).tokens; });
+  });
 }
 
 }  // namespace prefixtune_cli

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-// The `prefixtune` command: tokenize, score, train, generate, export-peft and inspect, over HuggingFace GPT-2
-// folders, E2E / JSON-lines data and prefix files (ours or PEFT adapter folders).
+// The `prefixtune` command: tokenize, score, train, generate, export-peft and inspect, over HuggingFace GPT-2, BART
+// and Llama-family (llama, mistral, qwen2, qwen3) folders, E2E / JSON-lines / pre-tokenized data and prefix files
+// (ours or PEFT adapter folders).
 #include <CLI/CLI.hpp>
 #include <prefixtune/prefixtune.hpp>
 
@@ -22,6 +23,8 @@ namespace fs = std::filesystem;
 namespace {
 
 int cmd_tokenize(const std::string& model_dir) {
+  PREFIXTUNE_CHECK(!is_llama_folder(model_dir), "tokenize: prefixtune does not read the tokenizers of Llama-family ",
+                   "folders (", model_dir, ") yet");
   const auto tok = Gpt2Tokenizer::load_dir(model_dir);
   std::string line;
   for (std::size_t n = 1; std::getline(std::cin, line); ++n) {
@@ -41,8 +44,8 @@ int cmd_tokenize(const std::string& model_dir) {
 }
 
 int cmd_export_peft(const std::string& model_dir, const std::string& prefix_path, const std::string& out) {
-  const Gpt2Config c = load_gpt2_config(model_dir);
-  export_peft(out, load_prefix<float>(prefix_path, c), c, fs::absolute(model_dir).string());
+  const KvShape s = decoder_kv_shape(model_dir);
+  export_peft(out, load_prefix<float>(prefix_path, s), s, fs::absolute(model_dir).string());
   std::fprintf(stderr, "wrote a PEFT PREFIX_TUNING adapter to %s\n", out.c_str());
   return 0;
 }
@@ -53,6 +56,22 @@ int cmd_inspect(const std::string& path) {
     std::cout << "PEFT adapter folder " << path << "\n"
               << read_text_file((fs::path(path) / "adapter_config.json").string());
     return cmd_inspect((fs::path(path) / "adapter_model.safetensors").string());
+  }
+  if (fs::is_directory(path) && is_llama_folder(path)) {
+    const LlamaConfig c = load_llama_config(path);
+    std::cout << c.model_type << " folder " << path << ": " << c.num_hidden_layers << " layers, hidden_size "
+              << c.hidden_size << ", " << c.num_attention_heads << " heads, " << c.num_key_value_heads
+              << " K/V heads of head_dim " << c.head_dim << ", intermediate_size " << c.intermediate_size
+              << ", vocab_size " << c.vocab_size << ", " << (c.tie_word_embeddings ? "tied" : "untied") << " head\n";
+    const SafeTensorsCheckpoint ck = SafeTensorsCheckpoint::open(path);
+    std::cout << "weights " << ck.path() << ": " << ck.names().size() << " tensors\n";
+    for (const auto& name : ck.names()) {
+      const TensorInfo& info = ck.file_of(name).info(name);
+      std::cout << "  " << name << " " << dtype_name(info.dtype) << " [";
+      for (std::size_t i = 0; i < info.shape.size(); ++i) std::cout << (i ? ", " : "") << info.shape[i];
+      std::cout << "]\n";
+    }
+    return 0;
   }
   if (fs::is_directory(path)) {
     const Gpt2Config c = load_gpt2_config(path);
@@ -75,7 +94,7 @@ int cmd_inspect(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"prefixtune: prefix-tuning of frozen GPT-2 and BART models (Li & Liang 2021)"};
+  CLI::App app{"prefixtune: prefix-tuning of frozen GPT-2, BART, Llama, Mistral and Qwen models (Li & Liang 2021)"};
   app.require_subcommand(1);
   std::string model, prefix, data, out, device = "cpu";
   std::int64_t batch = 8;
@@ -89,9 +108,13 @@ int main(int argc, char** argv) {
   tokenize->add_option("--model", model, "HuggingFace GPT-2 folder (vocab.json + merges.txt)")->required();
 
   auto* score = app.add_subcommand("score", "summed target NLL (natural log) and token count per example");
-  score->add_option("--model", model, "HuggingFace GPT-2 folder")->required();
+  score->add_option("--model", model, "HuggingFace GPT-2 or Llama-family (llama, mistral, qwen2, qwen3) folder")
+      ->required();
   score->add_option("--prefix", prefix, "prefix file or PEFT adapter folder (none: the bare model)");
-  score->add_option("--data", data, "E2E 'source||target' lines or JSON lines")->required();
+  score->add_option("--data", data,
+                    "E2E 'source||target' lines, JSON lines {\"source\", \"target\"}, or pre-tokenized JSON lines "
+                    "{\"input_ids\": [...], \"labels\": [...]} (labels optional, -100 ignored; HF's convention)")
+      ->required();
   score->add_option("--batch-size", batch, "examples per forward pass")->check(CLI::PositiveNumber);
   std::string instruction;
   const char* instruction_help = "text put before every source (the paper's discrete-prompting baseline)";
@@ -106,8 +129,9 @@ int main(int argc, char** argv) {
                                 "prefix-tune a frozen model (or a variant / baseline, --method); saves the best "
                                 "validated (merged) prefix");
   tr->add_option("--model", topt.model_dir,
-                 "HuggingFace GPT-2 folder, or BART folder (model_type \"bart\" in config.json: the paper's three "
-                 "prefixes, encoder / decoder / cross, saved as one seq2seq prefix file)")
+                 "HuggingFace GPT-2 or Llama-family (llama, mistral, qwen2, qwen3) folder, or BART folder "
+                 "(model_type \"bart\" in config.json: the paper's three prefixes, encoder / decoder / cross, saved "
+                 "as one seq2seq prefix file)")
       ->required();
   std::string arch = "auto";
   tr->add_option("--arch", arch,
@@ -115,7 +139,9 @@ int main(int argc, char** argv) {
                  "paper's three prefixes, [prefix, X, prefix', Y]); a named one must match config.json")
       ->check(CLI::IsMember({"auto", "gpt2", "bart"}))
       ->capture_default_str();
-  tr->add_option("--train", topt.train_path, "training data (E2E lines or JSON lines)")->required();
+  tr->add_option("--train", topt.train_path,
+                 "training data (E2E lines, JSON lines, or pre-tokenized {\"input_ids\", \"labels\"} lines)")
+      ->required();
   tr->add_option("--valid", topt.valid_path, "validation data");
   tr->add_option("--out", topt.out, "where the merged prefix goes (safetensors); a model folder for full, ft-top2")
       ->required();
@@ -181,12 +207,14 @@ int main(int argc, char** argv) {
   auto* gen = app.add_subcommand(
       "generate",
       "JSON lines with \"source\" (a table, decoded from the paper's prompt ' ' + source + ' <|endoftext|>') or "
-      "\"prompt\" (raw text, <|endoftext|> parsed) on stdin -> the same lines with \"text\" and \"ids\" (the new "
-      "tokens, without the end token), in input order; a bad line gets an \"error\" field instead (\"request N\" "
-      "in a message is input line N) and the others are still served");
+      "\"prompt\" (raw text, <|endoftext|> parsed) or \"input_ids\" (token ids, used as given) on stdin -> the same "
+      "lines with \"ids\" (the new tokens, without the end token) and \"text\" (where the folder's tokenizer is "
+      "read), in input order; a bad line gets an \"error\" field instead (\"request N\" in a message is input "
+      "line N) and the others are still served");
   gen->add_option("--model", model,
-                  "HuggingFace GPT-2 folder, or BART folder (lines need \"source\", encoded as <s> source </s>; the "
-                  "text leaves out <s>, </s>, <pad>)")
+                  "HuggingFace GPT-2 or Llama-family folder (Llama, Mistral, Qwen2, Qwen3: lines with \"input_ids\"), "
+                  "or BART folder (lines need \"source\", encoded as <s> source </s>; the text leaves out <s>, </s>, "
+                  "<pad>)")
       ->required();
   gen->add_option("--prefix", prefix, "prefix file or PEFT adapter folder (none: the bare model)");
   auto* greedy = gen->add_flag("--greedy", "greedy decoding (the default)");
@@ -226,7 +254,8 @@ int main(int argc, char** argv) {
   auto* length_penalty = gen->add_option("--length-penalty", gen_cfg.length_penalty, "beam score = log p / length^X")
                              ->capture_default_str();
   auto* eos = gen->add_option("--eos-id", gen_cfg.eos_id,
-                              "generation of a line ends at this token (default: 50256; BART: its eos_token_id)");
+                              "generation of a line ends at this token (default: 50256; BART: its eos_token_id; the "
+                              "Llama family: every id of config.json's / generation_config.json's eos_token_id)");
   gen->add_option("--instruction", instruction, instruction_help);
   gen->add_option("--batch-size", gen_batch, "lines per generate call (one batch)")
       ->capture_default_str()
@@ -234,7 +263,7 @@ int main(int argc, char** argv) {
   device_option(gen);
 
   auto* exp = app.add_subcommand("export-peft", "write a prefix as a PEFT PREFIX_TUNING adapter folder");
-  exp->add_option("--model", model, "HuggingFace GPT-2 folder")->required();
+  exp->add_option("--model", model, "HuggingFace GPT-2 or Llama-family folder")->required();
   exp->add_option("--prefix", prefix, "prefix file or PEFT adapter folder")->required();
   exp->add_option("--out", out, "adapter folder to write")->required();
 
@@ -284,6 +313,13 @@ int main(int argc, char** argv) {
                     : cmd_generate_bart<Cpu>(model, prefix, gen_cfg, gen_batch);
       }
       PREFIXTUNE_CHECK(!xsum, "generate: --xsum is BART's summarization preset; ", model, " is not a BART folder");
+      if (is_llama_folder(model) && eos->count() == 0) {  // the model's end ids (Llama 3 lists several)
+        const LlamaConfig lc = load_llama_config(model);
+        PREFIXTUNE_CHECK(!lc.eos_token_ids.empty(), "generate: ", model,
+                         " names no eos_token_id (config.json, generation_config.json); give --eos-id");
+        gen_cfg.eos_id = lc.eos_token_ids[0];
+        gen_cfg.more_eos_ids.assign(lc.eos_token_ids.begin() + 1, lc.eos_token_ids.end());
+      }
       return cuda ? cmd_generate_cuda(model, prefix, gen_cfg, gen_batch, instruction)
                   : cmd_generate<Cpu>(model, prefix, gen_cfg, gen_batch, instruction);
     }

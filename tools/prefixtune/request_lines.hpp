@@ -47,11 +47,12 @@ struct BatchResult {
 
 /// Generates the good lines of `lines` in one call and writes every line, in order, to stdout; a failure of the
 /// call itself (after every request was checked) marks each good line with its error. Empties `lines`. Model and
-/// Bank: a Gpt2 and a PrefixBank, or a Bart and a Seq2SeqBank; `unprinted` ids stay out of "text" (BART's special
-/// tokens, as HuggingFace's skip_special_tokens) but are kept in "ids".
+/// Bank: a decoder-only model (Gpt2, Llama) and a PrefixBank, or a Bart and a Seq2SeqBank; tok null: no "text"
+/// (a folder whose tokenizer is not read); `unprinted` ids stay out of "text" (BART's special tokens, as
+/// HuggingFace's skip_special_tokens) but are kept in "ids".
 template <class Model, class Bank>
 BatchResult serve_request_lines(std::vector<RequestLine>& lines, const Model& model,
-                                const prefixtune::Gpt2Tokenizer& tok, const Bank& bank,
+                                const prefixtune::Gpt2Tokenizer* tok, const Bank& bank,
                                 const prefixtune::GenerateConfig& cfg,
                                 const std::vector<std::int32_t>& unprinted = {}) {
   std::vector<prefixtune::GenerationRequest> requests;
@@ -77,7 +78,7 @@ BatchResult serve_request_lines(std::vector<RequestLine>& lines, const Model& mo
       std::vector<std::int32_t> shown;
       for (auto id : g.ids)
         if (std::find(unprinted.begin(), unprinted.end(), id) == unprinted.end()) shown.push_back(id);
-      p.out["text"] = tok.decode_lossy(shown);
+      if (tok) p.out["text"] = tok->decode_lossy(shown);
       p.out["ids"] = g.ids;
       result.tokens += static_cast<std::int64_t>(g.ids.size());
     } else if (p.ok) {
