@@ -18,6 +18,7 @@
 
 // Every target in this one translation unit (the headers are parsed once); each registers itself by name.
 #include "fuzz_bpe_decode.cpp"    // NOLINT(bugprone-suspicious-include)
+#include "fuzz_checkpoint_index.cpp"  // NOLINT(bugprone-suspicious-include)
 #include "fuzz_bpe_encode.cpp"    // NOLINT(bugprone-suspicious-include)
 #include "fuzz_bpe_files.cpp"     // NOLINT(bugprone-suspicious-include)
 #include "fuzz_dataset.cpp"       // NOLINT(bugprone-suspicious-include)
@@ -26,6 +27,7 @@
 #include "fuzz_peft.cpp"          // NOLINT(bugprone-suspicious-include)
 #include "fuzz_prefix_files.cpp"  // NOLINT(bugprone-suspicious-include)
 #include "fuzz_safetensors.cpp"   // NOLINT(bugprone-suspicious-include)
+#include "fuzz_token_data.cpp"   // NOLINT(bugprone-suspicious-include)
 
 namespace fs = std::filesystem;
 using namespace prefixtune;
@@ -69,6 +71,22 @@ void write_seeds(const fs::path& root) {
     one.add("x", Tensor<float>::from_vector({2}, {1.0f, -2.0f}), DType::F32);
     put(root / "corpus/safetensors", "one.safetensors", safetensors_bytes(one));
   }
+  {  // checkpoint_index: an index and its shard, as save_llama writes them
+    SafeTensorsWriter w;
+    w.add("model.embed_tokens.weight", Tensor<float>::zeros({3, 2}), DType::BF16);
+    w.add("model.norm.weight", Tensor<float>::full({2}, 1.0f), DType::F32);
+    const nlohmann::json index = {
+        {"metadata", {{"total_size", 20}}},
+        {"weight_map",
+         {{"model.embed_tokens.weight", "model-00001-of-00001.safetensors"},
+          {"model.norm.weight", "model-00001-of-00001.safetensors"}}}};
+    put(root / "corpus/checkpoint_index", "two_tensors.txt", index.dump(2) + "\n--8<--\n" + safetensors_bytes(w));
+    put(root / "corpus/checkpoint_index", "default_shard.json",
+        R"({"weight_map": {"model.norm.weight": "model-00001-of-00001.safetensors"}})");
+  }
+  // token_data
+  put(root / "corpus/token_data", "labels.jsonl",
+      "{\"input_ids\": [1, 2, 3, 4], \"labels\": [-100, -100, 3, 4]}\n\n{\"input_ids\": [5, 6]}\n");
   // gpt2_config
   put(root / "corpus/gpt2_config", "gpt2_small.json",
       R"({"model_type": "gpt2", "n_layer": 12, "n_embd": 768, "n_head": 12, "vocab_size": 50257,
