@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 // The generation workloads of bench_generate (CPU) and bench_cuda (GPU), templated over the device: GPT-2 small
 // (random weights), greedy decoding with the KV cache, prompt 32 tokens, exactly 64 new tokens per row (the end
-// token is banned until then). Counter tokens/s = new tokens per second.
+// token is banned until then). Counter tokens/s = new tokens per second. The generate_* functions run each
+// workload on any decoder-only model (bench_llama: Qwen2.5-0.5B); prompts are drawn from ids below the vocabulary's
+// last, which is the banned end token.
 //
 // BM_generate_batch1/prefix:{0,1}: one request, no prefix vs a merged P=10 prefix from a PrefixBank.
 // BM_generate_many_prefixes/batched:{0,1}: 8 requests, each with its own P=10 prefix and prompt, served one after
@@ -28,7 +30,6 @@
 namespace prefixtune::bench {
 
 constexpr std::int64_t kPrompt = 32, kNewTokens = 64, kPrefixLen = 10, kRequests = 8;
-constexpr std::uint64_t kEot = 50256;
 
 /// GPT-2 small with random weights (seed 1), built once per device.
 template <class Device>
@@ -40,27 +41,35 @@ const Gpt2<float, Device>& gpt2_small() {
   return model;
 }
 
-/// A bank of n random merged prefixes (P = 10), named p0, p1, ...
+/// A bank of n random merged prefixes (P = 10) for K/V stacks of shape s, named p0, p1, ...
 template <class Device>
-PrefixBank<float, Device> random_bank(const Gpt2Config& c, std::int64_t n, Rng& rng) {
-  PrefixBank<float, Device> bank(c);
+PrefixBank<float, Device> random_bank(const KvShape& s, std::int64_t n, Rng& rng) {
+  PrefixBank<float, Device> bank(s);
   for (std::int64_t i = 0; i < n; ++i) {
-    auto table = Tensor<float>::empty({kPrefixLen, c.kv_shape().table_width()});
+    auto table = Tensor<float>::empty({kPrefixLen, s.table_width()});
     for (std::int64_t j = 0; j < table.numel(); ++j) table.data()[j] = static_cast<float>(rng.normal(0.0, 0.5));
     bank.add(table, "p" + std::to_string(i));
   }
   return bank;
 }
 
-inline std::vector<std::int32_t> random_prompt(Rng& rng) {
+/// The end token of the workloads: the vocabulary's last id (GPT-2's <|endoftext|>, 50256).
+template <class Model>
+std::int32_t end_id(const Model& m) {
+  return static_cast<std::int32_t>(m.config.vocab_size - 1);
+}
+
+/// kPrompt ids uniform in [0, end): anything but the end token.
+inline std::vector<std::int32_t> random_prompt(Rng& rng, std::int32_t end) {
   std::vector<std::int32_t> ids(kPrompt);
-  for (auto& t : ids) t = static_cast<std::int32_t>(rng.below(kEot));
+  for (auto& t : ids) t = static_cast<std::int32_t>(rng.below(static_cast<std::uint64_t>(end)));
   return ids;
 }
 
-/// Greedy, exactly kNewTokens per row: the end token is banned until the length limit.
-inline GenerateConfig fixed_length_greedy() {
+/// Greedy, exactly kNewTokens per row: the end token `eos` is banned until the length limit.
+inline GenerateConfig fixed_length_greedy(std::int32_t eos) {
   GenerateConfig cfg;
+  cfg.eos_id = eos;
   cfg.max_new_tokens = kNewTokens;
   cfg.min_new_tokens = kNewTokens;
   return cfg;
@@ -82,22 +91,29 @@ struct OneUser {
   Rng rng{3};
   PrefixBank<float, Device> bank;
   std::vector<std::int32_t> prompt;
-  explicit OneUser(const Gpt2Config& c) : bank(random_bank<Device>(c, 1, rng)), prompt(random_prompt(rng)) {}
+  template <class Model>
+  explicit OneUser(const Model& m)
+      : bank(random_bank<Device>(m.config.kv_shape(), 1, rng)), prompt(random_prompt(rng, end_id(m))) {}
 };
 
-template <class Device>
-void BM_generate_batch1(benchmark::State& state) {
-  const Gpt2<float, Device>& model = gpt2_small<Device>();
-  const OneUser<Device> user(model.config);
+/// One request per iteration, without (state.range(0) == 0) or with the bank's P=10 prefix.
+template <class Model>
+void generate_batch1(benchmark::State& state, const Model& model) {
+  const OneUser<typename Model::device_type> user(model);
   const auto& bank = user.bank;
   const std::vector<GenerationRequest> requests{{user.prompt, state.range(0) != 0 ? 0 : kNoPrefix}};
-  const GenerateConfig cfg = fixed_length_greedy();
+  const GenerateConfig cfg = fixed_length_greedy(end_id(model));
   count_new_tokens(state, generate(model, bank, requests, cfg));  // warm-up: caches, allocator, thread pool
   for (auto _ : state) {
     auto out = generate(model, bank, requests, cfg);
     benchmark::DoNotOptimize(out.data());
   }
   state.counters["tokens/s"] = benchmark::Counter(double(kNewTokens), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+template <class Device>
+void BM_generate_batch1(benchmark::State& state) {
+  generate_batch1(state, gpt2_small<Device>());
 }
 
 /// The many-users workload: kRequests random P=10 prefixes in a bank and one request per prefix, each with its
@@ -107,8 +123,9 @@ struct ManyUsers {
   Rng rng{5};
   PrefixBank<float, Device> bank;
   std::vector<GenerationRequest> requests;
-  explicit ManyUsers(const Gpt2Config& c) : bank(random_bank<Device>(c, kRequests, rng)) {
-    for (std::int64_t i = 0; i < kRequests; ++i) requests.push_back({random_prompt(rng), i});
+  template <class Model>
+  explicit ManyUsers(const Model& m) : bank(random_bank<Device>(m.config.kv_shape(), kRequests, rng)) {
+    for (std::int64_t i = 0; i < kRequests; ++i) requests.push_back({random_prompt(rng, end_id(m)), i});
   }
 };
 
@@ -116,10 +133,10 @@ template <class Device>
 void BM_generate_many_prefixes(benchmark::State& state) {
   const Gpt2<float, Device>& model = gpt2_small<Device>();
   const bool batched = state.range(0) != 0;
-  const ManyUsers<Device> users(model.config);
+  const ManyUsers<Device> users(model);
   const auto& bank = users.bank;
   const auto& requests = users.requests;
-  const GenerateConfig cfg = fixed_length_greedy();
+  const GenerateConfig cfg = fixed_length_greedy(end_id(model));
   auto serve = [&] {
     std::int64_t n = 0;
     if (batched) return count_new_tokens(state, generate(model, bank, requests, cfg));
@@ -178,13 +195,13 @@ PairedTimes time_alternately(benchmark::State& state, First&& first, Second&& se
   return t;
 }
 
-template <class Device>
-void BM_generate_prefix_cost(benchmark::State& state) {
-  const Gpt2<float, Device>& model = gpt2_small<Device>();
-  const OneUser<Device> user(model.config);
+/// Both sides of the prefix cost in every iteration: the one-user request with and without its P=10 prefix.
+template <class Model>
+void generate_prefix_cost(benchmark::State& state, const Model& model) {
+  const OneUser<typename Model::device_type> user(model);
   const auto& bank = user.bank;
   const auto& prompt = user.prompt;
-  const GenerateConfig cfg = fixed_length_greedy();
+  const GenerateConfig cfg = fixed_length_greedy(end_id(model));
   auto bare = [&] { count_new_tokens(state, generate(model, bank, {{prompt, kNoPrefix}}, cfg)); };
   auto prefixed = [&] { count_new_tokens(state, generate(model, bank, {{prompt, 0}}, cfg)); };
   bare(), prefixed();  // warm-up
@@ -197,12 +214,17 @@ void BM_generate_prefix_cost(benchmark::State& state) {
 }
 
 template <class Device>
-void BM_generate_batching(benchmark::State& state) {
-  const Gpt2<float, Device>& model = gpt2_small<Device>();
-  const ManyUsers<Device> users(model.config);
+void BM_generate_prefix_cost(benchmark::State& state) {
+  generate_prefix_cost(state, gpt2_small<Device>());
+}
+
+/// Both sides of the batching speedup in every iteration: the kRequests users one after another and in one batch.
+template <class Model>
+void generate_batching(benchmark::State& state, const Model& model) {
+  const ManyUsers<typename Model::device_type> users(model);
   const auto& bank = users.bank;
   const auto& requests = users.requests;
-  const GenerateConfig cfg = fixed_length_greedy();
+  const GenerateConfig cfg = fixed_length_greedy(end_id(model));
   auto sequential = [&] {
     for (const auto& r : requests) count_new_tokens(state, generate(model, bank, {r}, cfg));
   };
@@ -215,6 +237,11 @@ void BM_generate_batching(benchmark::State& state) {
   state.counters["tokens/s_batched"] = n / t.total(t.second);
   state.counters["speedup"] = t.median_ratio();
   state.counters["speedup_total"] = t.total(t.first) / t.total(t.second);
+}
+
+template <class Device>
+void BM_generate_batching(benchmark::State& state) {
+  generate_batching(state, gpt2_small<Device>());
 }
 
 }  // namespace prefixtune::bench

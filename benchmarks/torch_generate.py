@@ -84,6 +84,30 @@ def greedy(model, prompt, new_tokens, prefix_kv, eos):
     return out
 
 
+def time_generation(run, runs, out_shape):
+    """One warm-up call of run() (greedy's new ids, out_shape (B, new tokens)), then `runs` timed calls, all
+    without autograd; prints the run times and returns the timing fields of the JSON line (tokens_per_s = new
+    tokens per second, run_ms mean and min, ms_per_token)."""
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        run()  # warm-up
+        warm_s = time.perf_counter() - t0
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            out = run()
+            times.append(time.perf_counter() - t0)
+    assert tuple(out.shape) == tuple(out_shape), (out.shape, out_shape)
+    run_s = sum(times) / len(times)
+    print("warm-up run %.1f ms; run times ms: %s" % (warm_s * 1e3, ", ".join("%.1f" % (t * 1e3) for t in times)))
+    return {
+        "tokens_per_s": round(out_shape[0] * out_shape[1] / run_s, 3),
+        "run_ms": round(run_s * 1e3, 2),
+        "run_ms_min": round(min(times) * 1e3, 2),
+        "ms_per_token": round(run_s * 1e3 / out_shape[1], 3),
+    }
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -108,23 +132,10 @@ def main():
         prefix_kv = [((torch.randn(Bn, NH, args.prefix, C // NH, generator=gen) * 0.5).to(dev),
                       (torch.randn(Bn, NH, args.prefix, C // NH, generator=gen) * 0.5).to(dev)) for _ in range(L)]
 
-    with torch.no_grad():
-        t0 = time.perf_counter()
-        greedy(model, prompt, args.new_tokens, prefix_kv, EOS)  # warm-up
-        warm_s = time.perf_counter() - t0
-        times = []
-        for _ in range(args.runs):
-            t0 = time.perf_counter()
-            out = greedy(model, prompt, args.new_tokens, prefix_kv, EOS)
-            times.append(time.perf_counter() - t0)
-    assert out.shape == (Bn, args.new_tokens)
-    run_s = sum(times) / len(times)
-    print("warm-up run %.1f ms; run times ms: %s" % (warm_s * 1e3, ", ".join("%.1f" % (t * 1e3) for t in times)))
+    fields = time_generation(lambda: greedy(model, prompt, args.new_tokens, prefix_kv, EOS), args.runs,
+                             (Bn, args.new_tokens))
     print(json.dumps({
-        "tokens_per_s": round(Bn * args.new_tokens / run_s, 3),
-        "run_ms": round(run_s * 1e3, 2),
-        "run_ms_min": round(min(times) * 1e3, 2),
-        "ms_per_token": round(run_s * 1e3 / args.new_tokens, 3),
+        **fields,
         "threads": args.threads,
         "torch": torch.__version__,
         "device": dev,

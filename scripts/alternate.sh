@@ -3,14 +3,15 @@
 # compare_builds.sh): these VMs change speed within minutes, so neither side may always run on the machine state
 # the other leaves.
 #   alternate_rounds ROUNDS FIRST SECOND   runs `FIRST r; SECOND r` in rounds r = 0, 2, 4, ... and
-#                                          `SECOND r; FIRST r` in rounds 1, 3, ... (each a command taking the round)
+#                                          `SECOND r; FIRST r` in rounds 1, 3, ... (each a command taking the round);
+#                                          returns 1 as soon as one fails (set -e does not apply inside `a && b`)
 alternate_rounds() {
   local rounds=$1 first=$2 second=$3 r
   for ((r = 0; r < rounds; r++)); do
     if ((r % 2 == 0)); then
-      "$first" "$r" && "$second" "$r"
+      "$first" "$r" && "$second" "$r" || return 1
     else
-      "$second" "$r" && "$first" "$r"
+      "$second" "$r" && "$first" "$r" || return 1
     fi
   done
 }
