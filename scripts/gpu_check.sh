@@ -14,7 +14,7 @@ rm -rf "$out"
 mkdir -p "$out"
 collect() {
   if [ -n "${OUT:-}" ]; then
-    cp "$out"/table.md "$out"/bench_cuda.json "$out"/ctest.log "$OUT"/ 2>/dev/null
+    cp "$out"/table.md "$out"/bench_cuda.json "$out"/ctest.log "$out"/hf_check.txt "$OUT"/ 2>/dev/null
     tar czf "$OUT/gpu_check_logs.tgz" -C "$out" .
   fi
 }
@@ -30,7 +30,7 @@ set -e
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DPREFIXTUNE_ENABLE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" \
   -DPREFIXTUNE_USE_OPENBLAS=OFF -DPREFIXTUNE_INSTALL=OFF >"$out/configure.log" 2>&1 ||
   { tail -30 "$out/configure.log"; exit 1; }
-targets=(test_cuda bench_cuda test_cli)  # test_cli runs the CLI with --device cuda against --device cpu
+targets=(test_cuda bench_cuda test_cli prefixtune_cli)  # test_cli runs the CLI with --device cuda against cpu
 cmake --build build-gpu -j"$jobs" --target "${targets[@]}" 2>&1 | tee "$out/build.log" | grep -E "error|warning" | head -40
 [ "${PIPESTATUS[0]}" -eq 0 ] || { tail -40 "$out/build.log"; exit 1; }
 set +e
@@ -52,6 +52,10 @@ if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
     python3 torch_generate.py --device cuda --runs 5 --prefix 10 --batch 8 >"$out/torch_gen_b8_p10.json" 2>&1
   )
   tail -n 2 "$out"/torch_*.json
+fi
+if python3 -c "import transformers, peft" 2>/dev/null; then
+  echo "== transformers + PEFT parity (scripts/hf_check.sh)"
+  timeout 300 scripts/hf_check.sh build-gpu 2>&1 | tee "$out/hf_check.txt" || status=1
 fi
 echo "== table"
 python3 scripts/gpu_table.py "$out" | tee "$out/table.md"

@@ -248,6 +248,35 @@ Seen data_error(const std::string& name, const std::string& text) {
   return seen([&] { (void)read_pairs(dir.file(name)); }, dir.file(name), dir.path.string());
 }
 
+/// A pre-tokenized data file of `text` read for a vocabulary of 40 tokens.
+Seen token_error(const std::string& text) {
+  TempDir dir;
+  write_text(dir.file("data.jsonl"), text);
+  return seen([&] { (void)read_token_examples(dir.file("data.jsonl"), 40); }, dir.file("data.jsonl"),
+              dir.path.string());
+}
+
+/// A tiny untied Llama saved in 5 shards into a folder, `edit`ed, then loaded.
+Seen llama_folder_error(const std::function<void(const std::string& dir)>& edit) {
+  TempDir dir;
+  LlamaConfig c;
+  c.hidden_size = 8, c.intermediate_size = 12, c.num_hidden_layers = 2, c.num_attention_heads = 2;
+  c.num_key_value_heads = 1, c.head_dim = 4, c.max_position_embeddings = 16, c.vocab_size = 23;
+  Rng rng(3);
+  save_llama(dir.path.string(), random_llama<float>(c, rng), DType::F32, 400);
+  edit(dir.path.string());
+  return seen([&] { (void)load_llama<float>(dir.path.string()); }, dir.file("model.safetensors.index.json"),
+              dir.path.string());
+}
+
+/// The index of a folder written by llama_folder_error, edited as JSON.
+void edit_index(const std::string& dir, const std::function<void(nlohmann::json&)>& edit) {
+  const std::string path = dir + "/model.safetensors.index.json";
+  nlohmann::json j = nlohmann::json::parse(read_text_file(path));
+  edit(j);
+  write_text(path, j.dump());
+}
+
 const TextPair kLongPair{"one two three four five six seven eight", "nine ten", 7};
 
 Gpt2Config peft_config(std::int64_t layers) {
@@ -337,15 +366,16 @@ GenerateConfig gen_config(const std::function<void(GenerateConfig&)>& edit = {})
 /// `prefixtune generate`'s parsing of stdin line n (a model with GPT-2's tokenizer and a context of 128): the error
 /// of the output line, then the whole line.
 Seen stdin_line(const std::string& line, std::size_t n) {
-  static const prefixtune_cli::Model<Cpu> m = [] {
+  using M = prefixtune_cli::Model<Gpt2<float>, Cpu>;
+  static const M m = [] {
     Rng rng(3);
     Gpt2Config c;
     c.n_layer = 1, c.n_head = 2, c.n_embd = 8, c.n_positions = 128, c.vocab_size = 50257;
-    return prefixtune_cli::Model<Cpu>{random_gpt2<float>(c, rng),
-                                      Gpt2Tokenizer::load_dir(std::string(PREFIXTUNE_TEST_DATA_DIR) + "/gpt2-bpe")};
+    return M{random_gpt2<float>(c, rng), Gpt2Tokenizer::load_dir(std::string(PREFIXTUNE_TEST_DATA_DIR) + "/gpt2-bpe"),
+             "model"};
   }();
-  const PrefixBank<float> bank(m.gpt2.config);
-  const auto p = prefixtune_cli::parse_generate_line<Cpu>(line, n, m, bank, kNoPrefix, {});
+  const PrefixBank<float> bank(m.net.config);
+  const auto p = prefixtune_cli::parse_generate_line(line, n, m, bank, kNoPrefix, {});
   REQUIRE(p.out.contains("error"));
   return {p.out["error"].get<std::string>() + "\n" + p.out.dump(), "", ""};  // the error, then the whole line
 }
@@ -726,6 +756,44 @@ const std::map<std::string, Case>& cases() {
       return seen([&] { (void)make_batch(ex, {0, 1}, 1, 1, 0); });
     };
     c["ds-score-data"] = [] { return data_error("data.txt", "a||b\nno separator\n"); };
+    // pre-tokenized data and Llama-family folders
+    c["td-labels-length"] = [] { return token_error("{\"input_ids\": [1, 2], \"labels\": [1]}\n"); };
+    c["td-id-range"] = [] { return token_error("{\"input_ids\": [1, 2]}\n{\"input_ids\": [1, 40]}\n"); };
+    c["td-label-range"] = [] { return token_error("{\"input_ids\": [1, 2], \"labels\": [-100, -7]}\n"); };
+    c["td-unknown-field"] = [] { return token_error("{\"input_ids\": [1, 2], \"label\": [1, 2]}\n"); };
+    c["td-empty"] = [] { return token_error("{\"input_ids\": []}\n"); };
+    c["lf-missing-shard"] = [] {
+      return llama_folder_error([](const std::string& d) { std::filesystem::remove(d + "/model-00002-of-00005.safetensors"); });
+    };
+    c["lf-escaping-shard"] = [] {
+      return llama_folder_error([](const std::string& d) {
+        edit_index(d, [](nlohmann::json& j) { j["weight_map"]["model.norm.weight"] = "../model.safetensors"; });
+      });
+    };
+    c["lf-unindexed"] = [] {
+      return llama_folder_error([](const std::string& d) {
+        edit_index(d, [](nlohmann::json& j) { j["weight_map"].erase("model.norm.weight"); });
+      });
+    };
+    c["lf-no-head"] = [] {
+      return llama_folder_error([](const std::string& d) {
+        edit_index(d, [](nlohmann::json& j) { j["weight_map"].erase("lm_head.weight"); });
+        const std::string shard = d + "/model-00005-of-00005.safetensors";
+        const SafeTensorsFile f = SafeTensorsFile::open(shard);
+        SafeTensorsWriter w;
+        for (const auto& k : f.names())
+          if (k != "lm_head.weight") w.add(k, f.load<float>(k));
+        w.write(shard + ".new");
+        std::filesystem::rename(shard + ".new", shard);
+      });
+    };
+    c["lf-kv-heads"] = [] {
+      return llama_folder_error([](const std::string& d) {
+        nlohmann::json j = nlohmann::json::parse(read_text_file(d + "/config.json"));
+        j["num_key_value_heads"] = 2;  // the file holds one K/V head
+        write_text(d + "/config.json", j.dump());
+      });
+    };
     // PEFT adapters and prefix files
     c["pf-other-model"] = [] { return peft_error([](nlohmann::json&) {}, 3); };
     c["pf-lora"] = [] { return peft_error([](nlohmann::json&) {}, 2, R"({"peft_type": "LORA"})"); };
@@ -873,7 +941,7 @@ const std::map<std::string, Case>& cases() {
     c["cli-model-folder"] = [] {
       TempDir dir;
       const std::string d = dir.file("no-model");
-      return seen([&] { (void)prefixtune_cli::load_model<Cpu>(d); }, "", d);
+      return seen([&] { (void)prefixtune_cli::with_model<Cpu>(d, [](const auto&) { return 0; }); }, "", d);
     };
     c["cli-no-cuda"] = [] { return seen([] { (void)prefixtune_cli::cmd_score_cuda(); }); };
     c["cli-inspect-1-byte"] = [] { return open_bytes({0x10}); };
