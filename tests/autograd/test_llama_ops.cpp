@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
-// Tests of the Llama family's ops (rms_norm, rotary, swiglu, gqa_qkv, repeat_heads): forward against naive double references in float
-// and double, backward (through the tape) against central finite differences in double, accumulation into
-// existing gradients, the multi-threaded sizes, in-place use, and the error messages of bad arguments.
+// Tests of the Llama family's ops (rms_norm, rotary, swiglu, gqa_qkv, repeat_heads): forward against naive double
+// references in float and double, backward (through the tape) against central finite differences in double,
+// accumulation into existing gradients, the multi-threaded sizes, in-place use, and the error messages of bad
+// arguments.
 #include <doctest/doctest.h>
 
 #include <array>
@@ -230,7 +231,8 @@ TEST_CASE_TEMPLATE("gqa_qkv: per-head norm, rotation and K/V repetition against 
     std::vector<double> angles;
     for (std::int64_t n = 0; n < N; ++n) pos.push_back((n * 5) % 37);
     for (std::int64_t n = 0; n < N; ++n)
-      for (std::int64_t i = 0; i < HD / 2; ++i) angles.push_back(double(T(pos[std::size_t(n)]) * T(inv[std::size_t(i)])));
+      for (std::int64_t i = 0; i < HD / 2; ++i)
+        angles.push_back(double(T(pos[std::size_t(n)]) * T(inv[std::size_t(i)])));
     Tensor<T> cos, sin;
     rope_tables(inv, pos, cos, sin);
     const auto x = random_tensor<T>({N, (NH + 2 * KVH) * HD}, rng, -2, 2);
@@ -292,7 +294,8 @@ TEST_CASE("repeat_heads: every head repeated in place; the gradient sums the cop
   for (std::int64_t b = 0; b < 2; ++b)
     for (std::int64_t h = 0; h < 12; ++h)
       for (std::int64_t p = 0; p < 4; ++p)
-        for (std::int64_t e = 0; e < 5; ++e) CHECK(y.value().data()[((b * 12 + h) * 4 + p) * 5 + e] == xv.data()[((b * 3 + h / 4) * 4 + p) * 5 + e]);
+        for (std::int64_t e = 0; e < 5; ++e)
+          CHECK(y.value().data()[((b * 12 + h) * 4 + p) * 5 + e] == xv.data()[((b * 3 + h / 4) * 4 + p) * 5 + e]);
   const auto w = random_tensor<double>({2, 12, 4, 5}, rng);
   tape.backward(weighted_sum(tape, y, w));
   auto f = [&] {

@@ -136,7 +136,8 @@ TEST_CASE("prefixtune on Llama-family folders: what needs a tokenizer, what cann
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"{\"input_ids\": [1, 2], \"labels\": [1]}", ":1: \"labels\" has 1 entries but \"input_ids\" has 2"},
       {"{\"input_ids\": [1, 40]}", ":1: \"input_ids\"[1] = 40 is outside the vocabulary [0, 40)"},
-      {"{\"input_ids\": [1, 2], \"labels\": [-100, -7]}", ":1: \"labels\"[1] = -7 is outside the vocabulary [0, 40) (and not -100)"},
+      {"{\"input_ids\": [1, 2], \"labels\": [-100, -7]}",
+       ":1: \"labels\"[1] = -7 is outside the vocabulary [0, 40) (and not -100)"},
       {"{\"input_ids\": [1, 2], \"label\": [1, 2]}", ":1: unknown field \"label\""},
       {"{\"input_ids\": []}", ":1: \"input_ids\" is empty"},
       {"{\"input_ids\": [1]}\n{\"input_ids\": \"1 2\"}", ":2: field \"input_ids\" must be a list of token ids"},

@@ -20,7 +20,8 @@ PREFIXTUNE_FUZZ_TARGET(checkpoint_index) {
     SafeTensorsWriter w;
     w.add("model.norm.weight", Tensor<float>::zeros({4}));
     const auto b = w.to_bytes();
-    prefixtune_fuzz::write_scratch("model-00001-of-00001.safetensors", std::string_view(reinterpret_cast<const char*>(b.data()), b.size()));
+    prefixtune_fuzz::write_scratch("model-00001-of-00001.safetensors",
+                                   std::string_view(reinterpret_cast<const char*>(b.data()), b.size()));
   }
   prefixtune_fuzz::expect_ok_or_error([&] {
     const SafeTensorsCheckpoint ck = SafeTensorsCheckpoint::open(prefixtune_fuzz::scratch_dir().string());

@@ -17,17 +17,17 @@
 #include "fuzz_target.hpp"
 
 // Every target in this one translation unit (the headers are parsed once); each registers itself by name.
-#include "fuzz_bpe_decode.cpp"    // NOLINT(bugprone-suspicious-include)
+#include "fuzz_bpe_decode.cpp"        // NOLINT(bugprone-suspicious-include)
+#include "fuzz_bpe_encode.cpp"        // NOLINT(bugprone-suspicious-include)
+#include "fuzz_bpe_files.cpp"         // NOLINT(bugprone-suspicious-include)
 #include "fuzz_checkpoint_index.cpp"  // NOLINT(bugprone-suspicious-include)
-#include "fuzz_bpe_encode.cpp"    // NOLINT(bugprone-suspicious-include)
-#include "fuzz_bpe_files.cpp"     // NOLINT(bugprone-suspicious-include)
-#include "fuzz_dataset.cpp"       // NOLINT(bugprone-suspicious-include)
-#include "fuzz_gpt2_config.cpp"   // NOLINT(bugprone-suspicious-include)
-#include "fuzz_llama_config.cpp"  // NOLINT(bugprone-suspicious-include)
-#include "fuzz_peft.cpp"          // NOLINT(bugprone-suspicious-include)
-#include "fuzz_prefix_files.cpp"  // NOLINT(bugprone-suspicious-include)
-#include "fuzz_safetensors.cpp"   // NOLINT(bugprone-suspicious-include)
-#include "fuzz_token_data.cpp"   // NOLINT(bugprone-suspicious-include)
+#include "fuzz_dataset.cpp"           // NOLINT(bugprone-suspicious-include)
+#include "fuzz_gpt2_config.cpp"       // NOLINT(bugprone-suspicious-include)
+#include "fuzz_llama_config.cpp"      // NOLINT(bugprone-suspicious-include)
+#include "fuzz_peft.cpp"              // NOLINT(bugprone-suspicious-include)
+#include "fuzz_prefix_files.cpp"      // NOLINT(bugprone-suspicious-include)
+#include "fuzz_safetensors.cpp"       // NOLINT(bugprone-suspicious-include)
+#include "fuzz_token_data.cpp"        // NOLINT(bugprone-suspicious-include)
 
 namespace fs = std::filesystem;
 using namespace prefixtune;
@@ -75,11 +75,10 @@ void write_seeds(const fs::path& root) {
     SafeTensorsWriter w;
     w.add("model.embed_tokens.weight", Tensor<float>::zeros({3, 2}), DType::BF16);
     w.add("model.norm.weight", Tensor<float>::full({2}, 1.0f), DType::F32);
-    const nlohmann::json index = {
-        {"metadata", {{"total_size", 20}}},
-        {"weight_map",
-         {{"model.embed_tokens.weight", "model-00001-of-00001.safetensors"},
-          {"model.norm.weight", "model-00001-of-00001.safetensors"}}}};
+    const nlohmann::json index = {{"metadata", {{"total_size", 20}}},
+                                  {"weight_map",
+                                   {{"model.embed_tokens.weight", "model-00001-of-00001.safetensors"},
+                                    {"model.norm.weight", "model-00001-of-00001.safetensors"}}}};
     put(root / "corpus/checkpoint_index", "two_tensors.txt", index.dump(2) + "\n--8<--\n" + safetensors_bytes(w));
     put(root / "corpus/checkpoint_index", "default_shard.json",
         R"({"weight_map": {"model.norm.weight": "model-00001-of-00001.safetensors"}})");

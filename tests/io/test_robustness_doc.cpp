@@ -763,7 +763,8 @@ const std::map<std::string, Case>& cases() {
     c["td-unknown-field"] = [] { return token_error("{\"input_ids\": [1, 2], \"label\": [1, 2]}\n"); };
     c["td-empty"] = [] { return token_error("{\"input_ids\": []}\n"); };
     c["lf-missing-shard"] = [] {
-      return llama_folder_error([](const std::string& d) { std::filesystem::remove(d + "/model-00002-of-00005.safetensors"); });
+      return llama_folder_error(
+          [](const std::string& d) { std::filesystem::remove(d + "/model-00002-of-00005.safetensors"); });
     };
     c["lf-escaping-shard"] = [] {
       return llama_folder_error([](const std::string& d) {

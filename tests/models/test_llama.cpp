@@ -2,8 +2,9 @@
 // The Llama family (llama, mistral, qwen2, qwen3): checkpoints saved and loaded (one file or an index and shards,
 // F32/F16/BF16) and their errors, the prefix gradient against central differences in double, batch rows against
 // the rows alone, KV-cache decoding (KVH heads cached) against the full forward, mixed-prefix generation batches
-// against their rows alone, and parity with the independent PyTorch reference (tests/reference/llama_prefix_reference.py)
-// when --reference=DIR holds it: logits, loss, encoder gradients, PEFT adapters written by the reference.
+// against their rows alone, and parity with the independent PyTorch reference
+// (tests/reference/llama_prefix_reference.py) when --reference=DIR holds it: logits, loss, encoder gradients, PEFT
+// adapters written by the reference.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -60,7 +61,8 @@ Llama<T> perturbed_llama(const LlamaConfig& c, std::uint64_t seed) {
     if (!w->defined()) continue;
     auto noise = Tensor<T>::empty(w->shape());
     fill_normal(noise, rng, 0.0, w->rank() == 1 ? 0.1 : 0.3);
-    for (std::int64_t i = 0; i < w->numel(); ++i) w->data()[i] = (w->rank() == 1 ? w->data()[i] : T(0)) + noise.data()[i];
+    for (std::int64_t i = 0; i < w->numel(); ++i)
+      w->data()[i] = (w->rank() == 1 ? w->data()[i] : T(0)) + noise.data()[i];
   }
   return m;
 }
@@ -81,7 +83,8 @@ Tensor<T> logits_of(const Llama<T>& m, const Tensor<std::int32_t>& ids, const Te
 
 Tensor<std::int32_t> ids_of(std::int64_t B, std::int64_t T, std::int64_t V, Rng& rng) {
   auto ids = Tensor<std::int32_t>::empty({B, T});
-  for (std::int64_t i = 0; i < ids.numel(); ++i) ids.data()[i] = static_cast<std::int32_t>(3 + rng.next_u64() % (V - 3));
+  for (std::int64_t i = 0; i < ids.numel(); ++i)
+    ids.data()[i] = static_cast<std::int32_t>(3 + rng.next_u64() % (V - 3));
   return ids;
 }
 
@@ -181,8 +184,9 @@ TEST_CASE("Llama family: checkpoint errors name the file and the key") {
   auto j = nlohmann::json::parse(read_text_file(d2.file("config.json")));
   j["tie_word_embeddings"] = true;  // the stored head differs from the embedding
   write_text_file_atomic(d2.file("config.json"), j.dump());
-  CHECK(error_of([&] { (void)load_llama<float>(d2.path.string()); })
-            .find("lm_head.weight differs from the embedding but config.json says tie_word_embeddings=true") !=
+  CHECK(error_of([&] {
+          (void)load_llama<float>(d2.path.string());
+        }).find("lm_head.weight differs from the embedding but config.json says tie_word_embeddings=true") !=
         std::string::npos);
 }
 
@@ -291,8 +295,7 @@ TEST_CASE("Llama family: generate() batches of mixed prefixes give every row wha
     PrefixBank<float> bank(c);
     bank.add(DirectPrefix<float>::random_normal(3, c, rng).table.value(), "a");
     bank.add(DirectPrefix<float>::random_normal(5, c, rng).table.value(), "b");
-    std::vector<GenerationRequest> reqs = {
-        {{3, 4, 5}, 0}, {{6, 7, 8, 9, 10, 11}, 1}, {{12}, kNoPrefix}, {{13, 14}, 0}};
+    std::vector<GenerationRequest> reqs = {{{3, 4, 5}, 0}, {{6, 7, 8, 9, 10, 11}, 1}, {{12}, kNoPrefix}, {{13, 14}, 0}};
     for (std::size_t i = 0; i < reqs.size(); ++i) reqs[i].stream = static_cast<std::int64_t>(i);
     GenerateConfig greedy;
     greedy.max_new_tokens = 7, greedy.eos_id = 2, greedy.more_eos_ids = {25, 26};
@@ -315,13 +318,16 @@ TEST_CASE("Llama family: generate() batches of mixed prefixes give every row wha
   PrefixBank<float> bank(m.config);
   GenerateConfig cfg;
   cfg.eos_id = 2;
-  CHECK(error_of([&] { (void)generate(m, bank, {{{3, 40}, kNoPrefix}}, cfg); })
-            .find("request 0 token 1 has id 40, outside the vocabulary [0, 29)") != std::string::npos);
-  CHECK(error_of([&] { (void)generate(m, bank, {{std::vector<std::int32_t>(33, 3), kNoPrefix}}, cfg); })
-            .find("has a prompt of 33 tokens but the model's context holds 32") != std::string::npos);
+  CHECK(error_of([&] {
+          (void)generate(m, bank, {{{3, 40}, kNoPrefix}}, cfg);
+        }).find("request 0 token 1 has id 40, outside the vocabulary [0, 29)") != std::string::npos);
+  CHECK(error_of([&] {
+          (void)generate(m, bank, {{std::vector<std::int32_t>(33, 3), kNoPrefix}}, cfg);
+        }).find("has a prompt of 33 tokens but the model's context holds 32") != std::string::npos);
   cfg.more_eos_ids = {29};
-  CHECK(error_of([&] { (void)generate(m, bank, {{{3}, kNoPrefix}}, cfg); }).find("eos_id 29 is outside") !=
-        std::string::npos);
+  CHECK(error_of([&] {
+          (void)generate(m, bank, {{{3}, kNoPrefix}}, cfg);
+        }).find("eos_id 29 is outside") != std::string::npos);
 }
 
 // ---- parity with the PyTorch reference ---------------------------------------------------------------------
@@ -352,11 +358,9 @@ void check_family_parity(const std::string& family, double logits_tol, double lo
   CHECK(loss.value().item() == doctest::Approx(f.load<double>("loss").to_vector()[0]).epsilon(loss_tol));
   tape.backward(loss);
   CHECK(rel_err(enc.embedding.grad(), f.load<double>("grad.prefix_encoder.embedding.weight")) < grad_tol);
-  CHECK(rel_err(test::transpose2d(enc.w1.grad()), f.load<double>("grad.prefix_encoder.transform.0.weight")) <
-        grad_tol);
+  CHECK(rel_err(test::transpose2d(enc.w1.grad()), f.load<double>("grad.prefix_encoder.transform.0.weight")) < grad_tol);
   CHECK(rel_err(enc.b1.grad(), f.load<double>("grad.prefix_encoder.transform.0.bias")) < grad_tol);
-  CHECK(rel_err(test::transpose2d(enc.w2.grad()), f.load<double>("grad.prefix_encoder.transform.2.weight")) <
-        grad_tol);
+  CHECK(rel_err(test::transpose2d(enc.w2.grad()), f.load<double>("grad.prefix_encoder.transform.2.weight")) < grad_tol);
   CHECK(rel_err(enc.b2.grad(), f.load<double>("grad.prefix_encoder.transform.2.bias")) < grad_tol);
   PrefixKv<T> frozen;
   {

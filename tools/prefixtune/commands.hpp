@@ -58,9 +58,9 @@ struct Model {
 
   /// The tokenizer, or an Error saying that `what` needs one and that token ids can be given instead.
   const Gpt2Tokenizer& tokenizer(const std::string& what) const {
-    PREFIXTUNE_CHECK(tok.has_value(), what, " needs the model's tokenizer, and prefixtune does not read the tokenizers ",
-                     "of Llama-family folders (", dir, ") yet: give pre-tokenized JSON lines {\"input_ids\": [...]} ",
-                     "instead");
+    PREFIXTUNE_CHECK(
+        tok.has_value(), what, " needs the model's tokenizer, and prefixtune does not read the tokenizers ",
+        "of Llama-family folders (", dir, ") yet: give pre-tokenized JSON lines {\"input_ids\": [...]} ", "instead");
     return *tok;
   }
 };
@@ -109,8 +109,7 @@ int cmd_score(const std::string& model_dir, const std::string& prefix_path, cons
     const auto scores = score_examples(m.net, prefix, examples, batch_size,
                                        [&](std::size_t done) { bar.update(static_cast<std::int64_t>(done)); });
     for (std::size_t i = 0; i < scores.size(); ++i)
-      std::cout << nlohmann::json{{"index", i}, {"loss", scores[i].first}, {"tokens", scores[i].second}}.dump()
-                << "\n";
+      std::cout << nlohmann::json{{"index", i}, {"loss", scores[i].first}, {"tokens", scores[i].second}}.dump() << "\n";
     bar.finish();
     return 0;
   });
@@ -275,23 +274,23 @@ int train_decoder(const TrainOptions& o, Model<Net, Device>& m) {
   detail_cli::TrainDisplay display;
   if (method == "full" || method == "ft-top2") {
     if constexpr (!gpt2) {
-      PREFIXTUNE_FAIL("train: --method ", method, " fine-tunes GPT-2 models only; ", o.model_dir,
-                      " is a ", m.net.config.model_type, " folder, whose weights prefixtune keeps frozen");
+      PREFIXTUNE_FAIL("train: --method ", method, " fine-tunes GPT-2 models only; ", o.model_dir, " is a ",
+                      m.net.config.model_type, " folder, whose weights prefixtune keeps frozen");
     } else {
-    std::fprintf(stderr, "fine-tuning %s on %zu examples, %zu for validation\n",
-                 method == "full" ? "every weight" : "the top 2 blocks", train.size(), valid.size());
-    const auto r = fine_tune(m.net, train, valid, o.cfg, method == "full" ? 0 : 2, std::ref(display));
-    display.finish(r);
-    const fs::path dir(o.out), tmp = dir.string() + ".tmp";  // the whole folder appears at once
-    fs::remove_all(tmp);
-    fs::create_directories(tmp);
-    save_gpt2(tmp.string(), to_device<Cpu>(m.net));
-    for (const char* f : {"vocab.json", "merges.txt"})
-      write_text_file_atomic((tmp / f).string(), read_text_file((fs::path(o.model_dir) / f).string()));
-    fs::remove_all(dir);
-    fs::rename(tmp, dir);
-    std::fprintf(stderr, "saved the fine-tuned model (last step) to %s\n", o.out.c_str());
-    return 0;
+      std::fprintf(stderr, "fine-tuning %s on %zu examples, %zu for validation\n",
+                   method == "full" ? "every weight" : "the top 2 blocks", train.size(), valid.size());
+      const auto r = fine_tune(m.net, train, valid, o.cfg, method == "full" ? 0 : 2, std::ref(display));
+      display.finish(r);
+      const fs::path dir(o.out), tmp = dir.string() + ".tmp";  // the whole folder appears at once
+      fs::remove_all(tmp);
+      fs::create_directories(tmp);
+      save_gpt2(tmp.string(), to_device<Cpu>(m.net));
+      for (const char* f : {"vocab.json", "merges.txt"})
+        write_text_file_atomic((tmp / f).string(), read_text_file((fs::path(o.model_dir) / f).string()));
+      fs::remove_all(dir);
+      fs::rename(tmp, dir);
+      std::fprintf(stderr, "saved the fine-tuned model (last step) to %s\n", o.out.c_str());
+      return 0;
     }
   }
   PrefixConfig pc = o.pc;

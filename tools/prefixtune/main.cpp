@@ -111,9 +111,10 @@ int main(int argc, char** argv) {
   score->add_option("--model", model, "HuggingFace GPT-2 or Llama-family (llama, mistral, qwen2, qwen3) folder")
       ->required();
   score->add_option("--prefix", prefix, "prefix file or PEFT adapter folder (none: the bare model)");
-  score->add_option("--data", data,
-                    "E2E 'source||target' lines, JSON lines {\"source\", \"target\"}, or pre-tokenized JSON lines "
-                    "{\"input_ids\": [...], \"labels\": [...]} (labels optional, -100 ignored; HF's convention)")
+  score
+      ->add_option("--data", data,
+                   "E2E 'source||target' lines, JSON lines {\"source\", \"target\"}, or pre-tokenized JSON lines "
+                   "{\"input_ids\": [...], \"labels\": [...]} (labels optional, -100 ignored; HF's convention)")
       ->required();
   score->add_option("--batch-size", batch, "examples per forward pass")->check(CLI::PositiveNumber);
   std::string instruction;

@@ -26,12 +26,12 @@ struct GenerateConfig {
   std::int64_t num_beams = 1;
   double length_penalty =
       1.0;  // beam hypothesis score = sum log p / (generated tokens, an end token included)^length_penalty
-  bool early_stopping = false;            // beam search: stop a request once num_beams hypotheses ended
-  std::vector<std::int32_t> ban_ids;      // never generated (the paper bans 198 and 628: "\n", "\n\n")
-  std::int32_t eos_id = 50256;            // generation of a row ends at this token (not included in the output)
+  bool early_stopping = false;             // beam search: stop a request once num_beams hypotheses ended
+  std::vector<std::int32_t> ban_ids;       // never generated (the paper bans 198 and 628: "\n", "\n\n")
+  std::int32_t eos_id = 50256;             // generation of a row ends at this token (not included in the output)
   std::vector<std::int32_t> more_eos_ids;  // further end tokens (Llama 3 lists several), treated as eos_id
-  std::int64_t no_repeat_ngram_size = 0;  // > 0: no n-gram of the row's decoder sequence appears twice
-  std::int32_t forced_bos_id = -1;        // >= 0: the first generated token is this one (BART's forced_bos_token_id)
+  std::int64_t no_repeat_ngram_size = 0;   // > 0: no n-gram of the row's decoder sequence appears twice
+  std::int32_t forced_bos_id = -1;         // >= 0: the first generated token is this one (BART's forced_bos_token_id)
 
   /// Every end token: eos_id, then more_eos_ids.
   std::vector<std::int32_t> eos_ids() const {

@@ -29,8 +29,8 @@ inline std::vector<std::int32_t> json_token_ids(const nlohmann::json& j, const c
     PREFIXTUNE_CHECK(v.is_number_integer(), where, ":", n, ": \"", key, "\"[", i, "] is ", v.dump(),
                      ", not an integer token id");
     const std::int64_t id = v.get<std::int64_t>();
-    PREFIXTUNE_CHECK((id >= 0 && id < vocab_size) || (allow_ignore && id == kIgnoreLabel), where, ":", n, ": \"",
-                     key, "\"[", i, "] = ", id, " is outside the vocabulary [0, ", vocab_size, ")",
+    PREFIXTUNE_CHECK((id >= 0 && id < vocab_size) || (allow_ignore && id == kIgnoreLabel), where, ":", n, ": \"", key,
+                     "\"[", i, "] = ", id, " is outside the vocabulary [0, ", vocab_size, ")",
                      allow_ignore ? " (and not -100)" : "");
     ids.push_back(static_cast<std::int32_t>(id));
   }
@@ -44,7 +44,8 @@ inline bool is_token_data(const std::string& text) {
   const auto begin = text.find_first_not_of(" \t\r\n");
   if (begin == std::string::npos || text[begin] != '{') return false;
   const auto end = text.find('\n', begin);
-  const auto j = nlohmann::json::parse(text.substr(begin, end == std::string::npos ? end : end - begin), nullptr, false);
+  const auto j =
+      nlohmann::json::parse(text.substr(begin, end == std::string::npos ? end : end - begin), nullptr, false);
   return j.is_object() && j.contains("input_ids");
 }
 
@@ -92,8 +93,8 @@ inline std::vector<Example> read_token_examples(const std::string& path, std::in
     ++n;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     out.push_back(parse_token_line(line, vocab_size, path, n));
-    PREFIXTUNE_CHECK(max_length == 0 || out.back().ids.size() <= max_length, path, ":", n, ": ",
-                     out.back().ids.size(), " tokens, more than the maximum length ", max_length);
+    PREFIXTUNE_CHECK(max_length == 0 || out.back().ids.size() <= max_length, path, ":", n, ": ", out.back().ids.size(),
+                     " tokens, more than the maximum length ", max_length);
   }
   return out;
 }

@@ -48,8 +48,9 @@ struct Llama {
   /// Layer l's attention heads (and Qwen3's per-head norms).
   GqaHeads<T, Device> heads(std::int64_t l) const {
     const auto& b = layers[static_cast<std::size_t>(l)];
-    return GqaHeads<T, Device>{config.num_attention_heads, config.num_key_value_heads, config.head_dim, b.q_norm,
-                               b.k_norm, config.rms_norm_eps};
+    return GqaHeads<T, Device>{
+        config.num_attention_heads, config.num_key_value_heads, config.head_dim, b.q_norm, b.k_norm,
+        config.rms_norm_eps};
   }
 };
 
@@ -151,8 +152,8 @@ Var<T, Device> llama_hidden(Tape<T, Device>& tape, const Llama<T, Device>& m, co
                    "llama: the prefix has ", prefix.k.size(), " key and ", prefix.v.size(),
                    " value layers but the model has num_hidden_layers=", c.num_hidden_layers);
   const std::int64_t B = ids.size(0), TT = ids.size(1);
-  const auto pos = detail::token_positions(B, TT, position_offset, c.max_position_embeddings, prefix.visible_from,
-                                           prefix.length());
+  const auto pos =
+      detail::token_positions(B, TT, position_offset, c.max_position_embeddings, prefix.visible_from, prefix.length());
   const auto [cos, sin] = detail::llama_rope(m, pos);
   const auto from =
       prefix.visible_from.defined() ? prefix.visible_from.template to<Device>() : Tensor<std::int32_t, Device>();
@@ -160,9 +161,9 @@ Var<T, Device> llama_hidden(Tape<T, Device>& tape, const Llama<T, Device>& m, co
   for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) {
     Var<T, Device> pk, pv;
     if (!prefix.empty()) {
-      PREFIXTUNE_CHECK(prefix.k[l].shape().rank() == 4 && prefix.k[l].shape()[1] == c.num_key_value_heads, "llama: ",
-                       "layer ", l, "'s prefix keys ", prefix.k[l].shape(), " must be (1 or B, KVH = ",
-                       c.num_key_value_heads, ", P, HD = ", c.head_dim, ")");
+      PREFIXTUNE_CHECK(prefix.k[l].shape().rank() == 4 && prefix.k[l].shape()[1] == c.num_key_value_heads,
+                       "llama: ", "layer ", l, "'s prefix keys ", prefix.k[l].shape(),
+                       " must be (1 or B, KVH = ", c.num_key_value_heads, ", P, HD = ", c.head_dim, ")");
       pk = repeat_heads(tape, prefix.k[l], c.group_size());
       pv = repeat_heads(tape, prefix.v[l], c.group_size());
     }
@@ -194,8 +195,8 @@ PrefixKv<T, Device> kv_of_embeddings(Tape<T, Device>& tape, const Llama<T, Devic
   Var<T, Device> x = reshape(tape, inputs, Shape{1, n, c.hidden_size});
   PrefixKv<T, Device> out;
   for (std::int64_t l = 0; l < c.num_hidden_layers; ++l)
-    x = detail::llama_layer(tape, m, l, x, cos, sin, Var<T, Device>(), Var<T, Device>(),
-                            Tensor<std::uint8_t, Device>(), Tensor<std::int32_t, Device>(), &out);
+    x = detail::llama_layer(tape, m, l, x, cos, sin, Var<T, Device>(), Var<T, Device>(), Tensor<std::uint8_t, Device>(),
+                            Tensor<std::int32_t, Device>(), &out);
   return out;
 }
 

@@ -92,7 +92,8 @@ Llama<T, Device> load_llama(const std::string& dir) {
     const std::string p = "layers." + std::to_string(l) + ".";
     LlamaBlock<T, Device> b;
     b.input_norm = to(r.get(p + "input_layernorm.weight", Shape{C}));
-    const auto qkv = r.linear(p + "self_attn.", {"q_proj", "k_proj", "v_proj"}, C, detail::llama_qkv_widths(c), qkv_bias);
+    const auto qkv =
+        r.linear(p + "self_attn.", {"q_proj", "k_proj", "v_proj"}, C, detail::llama_qkv_widths(c), qkv_bias);
     b.qkv_w = to(qkv.first);
     b.qkv_b = to(qkv.second);
     if (c.qk_norm) {

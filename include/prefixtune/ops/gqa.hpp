@@ -70,8 +70,8 @@ void gqa_qkv_backward(const Tensor<T, Device>& dout, const Tensor<T, Device>& x,
                    " tokens");
   if (!dx.defined()) return;
   PREFIXTUNE_CHECK(dx.shape() == x.shape(), "gqa_qkv_backward: dx ", dx.shape(), " differs from x ", x.shape());
-  gqa_qkv_backward_kernel(Device{}, d, dout.data(), x.data(), cos.data(), sin.data(), h.q_norm.data(),
-                          h.k_norm.data(), dx.data());
+  gqa_qkv_backward_kernel(Device{}, d, dout.data(), x.data(), cos.data(), sin.data(), h.q_norm.data(), h.k_norm.data(),
+                          dx.data());
 }
 
 /// out (B, H * group, ...) = x (B, H, ...) with every head repeated `group` times in place (out head i = x head
@@ -90,8 +90,7 @@ void repeat_heads_forward(const Tensor<T, Device>& x, std::int64_t group, Tensor
 template <class T, class Device>
 void repeat_heads_backward(const Tensor<T, Device>& dout, std::int64_t group, Tensor<T, Device>& dx) {
   if (!dx.defined()) return;
-  PREFIXTUNE_CHECK(dx.rank() >= 2 && group >= 1, "repeat_heads_backward: dx ", dx.shape(),
-                   " must be (B, heads, ...)");
+  PREFIXTUNE_CHECK(dx.rank() >= 2 && group >= 1, "repeat_heads_backward: dx ", dx.shape(), " must be (B, heads, ...)");
   const Shape s = dx.shape().with(1, dx.size(1) * group);
   PREFIXTUNE_CHECK(dout.defined() && dout.shape() == s, "repeat_heads_backward: dout ", dout.shape(), " must be ", s);
   repeat_heads_kernel(Device{}, dout.data(), dx.data(), dx.size(0), dx.size(1), group,

@@ -17,16 +17,14 @@ namespace prefixtune {
 /// A row with no allowed token is an Error.
 template <class T, class Device>
 void greedy_select(Tensor<T, Device>& logits, const std::vector<std::int32_t>& ban_ids,
-                   const std::vector<std::int32_t>& eos_ids,
-                   const std::vector<std::uint8_t>& ban_eos, std::vector<std::int32_t>& tok,
-                   std::vector<double>& logp) {
+                   const std::vector<std::int32_t>& eos_ids, const std::vector<std::uint8_t>& ban_eos,
+                   std::vector<std::int32_t>& tok, std::vector<double>& logp) {
   PREFIXTUNE_CHECK(logits.defined() && logits.rank() == 2, "greedy_select: logits must be (R, V), got ",
                    logits.defined() ? logits.shape().to_string() : std::string("(undefined)"));
   const std::int64_t R = logits.size(0), V = logits.size(1);
   PREFIXTUNE_CHECK(static_cast<std::int64_t>(ban_eos.size()) == R, "greedy_select: ", ban_eos.size(),
                    " ban_eos flags for ", R, " rows");
-  for (auto id : eos_ids)
-    PREFIXTUNE_CHECK(id >= 0 && id < V, "greedy_select: eos_id ", id, " is outside [0, ", V, ")");
+  for (auto id : eos_ids) PREFIXTUNE_CHECK(id >= 0 && id < V, "greedy_select: eos_id ", id, " is outside [0, ", V, ")");
   for (auto id : ban_ids)
     PREFIXTUNE_CHECK(id >= 0 && id < V, "greedy_select: banned id ", id, " is outside [0, ", V, ")");
   greedy_select_kernel(Device{}, logits.data(), R, V, ban_ids, eos_ids, ban_eos, tok, logp);

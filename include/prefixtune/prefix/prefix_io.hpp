@@ -111,7 +111,8 @@ DirectPrefix<T, Device> import_peft(const std::string& dir, const KvShape& s) {
   PREFIXTUNE_CHECK(!(projection && stored.size() == 2 && stored[0] == P && stored[1] == dim && dim != 2 * layers * dim),
                    st, ": '", key, "' is (", P, ", token_dim ", dim,
                    "): the prefix MLP's input embeddings, not the prefix (PEFT saves prefix_projection adapters as the "
-                   "MLP's output table (P, 2 * num_layers * token_dim) = (", P, ", ", 2 * layers * dim, "))");
+                   "MLP's output table (P, 2 * num_layers * token_dim) = (",
+                   P, ", ", 2 * layers * dim, "))");
   auto table = file.load<T>(key, Shape{P, 2 * layers * dim}, true);
   return DirectPrefix<T, Device>{Var<T, Device>(table.template to<Device>(), true, "prefix.table")};
 }

@@ -117,8 +117,7 @@ Placement placement_of(const M& m) {
 /// with `prefix` (its table undefined: the bare model) at its placement and position offset; no gradient.
 /// on_batch(done) follows progress. Model: any decoder-only model with a hidden_states overload (Gpt2, Llama).
 template <class Model, class T, class Device>
-std::vector<std::pair<double, std::int64_t>> score_examples(const Model& model,
-                                                            const DirectPrefix<T, Device>& prefix,
+std::vector<std::pair<double, std::int64_t>> score_examples(const Model& model, const DirectPrefix<T, Device>& prefix,
                                                             const std::vector<Example>& data, std::int64_t batch_size,
                                                             const std::function<void(std::size_t)>& on_batch = {}) {
   PREFIXTUNE_CHECK(batch_size >= 1, "score_examples: batch_size must be >= 1, got ", batch_size);
@@ -170,8 +169,8 @@ std::vector<std::pair<double, std::int64_t>> score_examples(const Model& model, 
 /// Mean over examples of the summed negative log-likelihood of their target tokens (the paper's objective), with
 /// `prefix` at its placement (table undefined: no prefix); no gradient.
 template <class Model, class T, class Device>
-double evaluate_prefix(const Model& model, const DirectPrefix<T, Device>& prefix,
-                       const std::vector<Example>& data, std::int64_t batch_size) {
+double evaluate_prefix(const Model& model, const DirectPrefix<T, Device>& prefix, const std::vector<Example>& data,
+                       std::int64_t batch_size) {
   PREFIXTUNE_CHECK(!data.empty(), "evaluate_prefix: no examples");
   double total = 0;
   for (const auto& s : score_examples(model, prefix, data, batch_size)) total += s.first;
