@@ -762,6 +762,9 @@ const std::map<std::string, Case>& cases() {
     c["td-label-range"] = [] { return token_error("{\"input_ids\": [1, 2], \"labels\": [-100, -7]}\n"); };
     c["td-unknown-field"] = [] { return token_error("{\"input_ids\": [1, 2], \"label\": [1, 2]}\n"); };
     c["td-empty"] = [] { return token_error("{\"input_ids\": []}\n"); };
+    c["td-no-labels"] = [] {
+      return token_error("{\"input_ids\": [1, 2], \"labels\": [1, -100]}\n{\"input_ids\": [3]}\n");
+    };
     c["lf-missing-shard"] = [] {
       return llama_folder_error(
           [](const std::string& d) { std::filesystem::remove(d + "/model-00002-of-00005.safetensors"); });

@@ -37,6 +37,21 @@ inline bool is_json_lines(const std::string& path, const std::string& text) {
   return first != std::string::npos && text[first] == '{';
 }
 
+/// f(line, n) for every line of text that is not blank, n counting from 1 over all lines, a trailing '\r' dropped.
+template <class F>
+void for_each_line(const std::string& text, F&& f) {
+  std::size_t begin = 0, n = 0;
+  while (begin < text.size()) {
+    std::size_t end = text.find('\n', begin);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(begin, end - begin);
+    begin = end + 1;
+    ++n;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") != std::string::npos) f(line, n);
+  }
+}
+
 inline TextPair parse_e2e_line(const std::string& line, const std::string& where, std::size_t n) {
   const auto sep = line.find("||");
   PREFIXTUNE_CHECK(sep != std::string::npos, where, ":", n, ": expected 'source||target', found no '||'");
@@ -69,17 +84,9 @@ inline std::vector<TextPair> read_pairs(const std::string& path) {
   const std::string text = read_text_file(path);
   const bool json = detail::is_json_lines(path, text);
   std::vector<TextPair> pairs;
-  std::size_t begin = 0, n = 0;
-  while (begin < text.size()) {
-    std::size_t end = text.find('\n', begin);
-    if (end == std::string::npos) end = text.size();
-    std::string line = text.substr(begin, end - begin);
-    begin = end + 1;
-    ++n;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+  detail::for_each_line(text, [&](const std::string& line, std::size_t n) {
     pairs.push_back(json ? detail::parse_json_line(line, path, n) : detail::parse_e2e_line(line, path, n));
-  }
+  });
   return pairs;
 }
 

@@ -82,20 +82,16 @@ inline Example parse_token_line(const std::string& line, std::int64_t vocab_size
 /// the line. A file with no labelled position at all is refused too (nothing to score or train on).
 inline std::vector<Example> read_token_examples(const std::string& path, std::int64_t vocab_size,
                                                 std::size_t max_length = 0) {
-  const std::string text = read_text_file(path);
   std::vector<Example> out;
-  std::size_t begin = 0, n = 0;
-  while (begin < text.size()) {
-    std::size_t end = text.find('\n', begin);
-    if (end == std::string::npos) end = text.size();
-    std::string line = text.substr(begin, end - begin);
-    begin = end + 1;
-    ++n;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+  bool labelled = false;
+  detail::for_each_line(read_text_file(path), [&](const std::string& line, std::size_t n) {
     out.push_back(parse_token_line(line, vocab_size, path, n));
     PREFIXTUNE_CHECK(max_length == 0 || out.back().ids.size() <= max_length, path, ":", n, ": ", out.back().ids.size(),
                      " tokens, more than the maximum length ", max_length);
-  }
+    for (const auto t : out.back().targets) labelled = labelled || t != kIgnoreLabel;
+  });
+  PREFIXTUNE_CHECK(out.empty() || labelled, path, ": no line has a label to score or train on (every label after ",
+                   "the first position is -100)");
   return out;
 }
 
