@@ -269,6 +269,11 @@ Seen llama_folder_error(const std::function<void(const std::string& dir)>& edit)
               dir.path.string());
 }
 
+/// The shard file the index of folder `dir` maps `key` to.
+std::string shard_of(const std::string& dir, const std::string& key) {
+  return nlohmann::json::parse(read_text_file(dir + "/model.safetensors.index.json"))["weight_map"][key];
+}
+
 /// The index of a folder written by llama_folder_error, edited as JSON.
 void edit_index(const std::string& dir, const std::function<void(nlohmann::json&)>& edit) {
   const std::string path = dir + "/model.safetensors.index.json";
@@ -767,22 +772,22 @@ const std::map<std::string, Case>& cases() {
     };
     c["lf-missing-shard"] = [] {
       return llama_folder_error(
-          [](const std::string& d) { std::filesystem::remove(d + "/model-00002-of-00005.safetensors"); });
+          [](const std::string& d) { std::filesystem::remove(d + "/" + shard_of(d, "model.norm.weight")); });
     };
     c["lf-escaping-shard"] = [] {
       return llama_folder_error([](const std::string& d) {
         edit_index(d, [](nlohmann::json& j) { j["weight_map"]["model.norm.weight"] = "../model.safetensors"; });
       });
     };
-    c["lf-unindexed"] = [] {
+    c["lf-unindexed"] = [] {  // a tensor of a shard the index still names for other tensors
       return llama_folder_error([](const std::string& d) {
-        edit_index(d, [](nlohmann::json& j) { j["weight_map"].erase("model.norm.weight"); });
+        edit_index(d, [](nlohmann::json& j) { j["weight_map"].erase("model.layers.0.input_layernorm.weight"); });
       });
     };
     c["lf-no-head"] = [] {
       return llama_folder_error([](const std::string& d) {
+        const std::string shard = d + "/" + shard_of(d, "lm_head.weight");
         edit_index(d, [](nlohmann::json& j) { j["weight_map"].erase("lm_head.weight"); });
-        const std::string shard = d + "/model-00005-of-00005.safetensors";
         const SafeTensorsFile f = SafeTensorsFile::open(shard);
         SafeTensorsWriter w;
         for (const auto& k : f.names())
