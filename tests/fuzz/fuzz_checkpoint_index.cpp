@@ -3,6 +3,7 @@
 // SafeTensorsCheckpoint. The input is the index text, then "\n--8<--\n" and the bytes of the one shard written as
 // model-00001-of-00001.safetensors (a valid shard when the input has no separator).
 #include <prefixtune/io/safetensors_checkpoint.hpp>
+#include <prefixtune/io/safetensors_write.hpp>
 
 #include <filesystem>
 

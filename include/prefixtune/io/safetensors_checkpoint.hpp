@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -23,6 +24,14 @@ namespace detail {
 
 /// The weight_map of a model.safetensors.index.json text: key -> shard file name. Every shard must be a plain file
 /// name in the index's folder (no directory part, not "." or ".."); `where` names the index in errors.
+/// Whether path names an existing file; a path the system cannot even look up (too long, ...) is an Error naming it.
+inline bool checkpoint_file_exists(const std::string& path) {
+  std::error_code ec;
+  const bool exists = std::filesystem::exists(path, ec);
+  PREFIXTUNE_CHECK(!ec || ec == std::errc::no_such_file_or_directory, "cannot look up '", path, "': ", ec.message());
+  return exists;
+}
+
 inline std::map<std::string, std::string> parse_safetensors_index(const std::string& text, const std::string& where) {
   nlohmann::json j;
   try {
@@ -40,8 +49,9 @@ inline std::map<std::string, std::string> parse_safetensors_index(const std::str
     PREFIXTUNE_CHECK(it.value().is_string(), where, ": weight_map['", it.key(), "'] must be a file name, got ",
                      it.value().dump());
     const std::string file = it.value().get<std::string>();
-    PREFIXTUNE_CHECK(!file.empty() && file != "." && file != ".." && file.find('/') == std::string::npos &&
-                         file.find('\\') == std::string::npos && file.find('\0') == std::string::npos,
+    PREFIXTUNE_CHECK(!file.empty() && file.size() <= 255 && file != "." && file != ".." &&
+                         file.find('/') == std::string::npos && file.find('\\') == std::string::npos &&
+                         file.find('\0') == std::string::npos,
                      where, ": weight_map['", it.key(), "'] = '", file,
                      "' is not a file name in the index's folder (shards must sit beside the index)");
     map[it.key()] = file;
@@ -62,13 +72,14 @@ class SafeTensorsCheckpoint {
     SafeTensorsCheckpoint c;
     const std::string single = (fs::path(dir) / "model.safetensors").string();
     const std::string index = (fs::path(dir) / "model.safetensors.index.json").string();
-    if (fs::exists(single)) {
+    if (detail::checkpoint_file_exists(single)) {
       c.description_ = single;
       c.files_.push_back(std::make_shared<SafeTensorsFile>(SafeTensorsFile::open(single)));
       for (const auto& k : c.files_[0]->names()) c.where_[k] = 0;
       return c;
     }
-    PREFIXTUNE_CHECK(fs::exists(index), "no model.safetensors or model.safetensors.index.json in '", dir,
+    PREFIXTUNE_CHECK(detail::checkpoint_file_exists(index), "no model.safetensors or model.safetensors.index.json in '",
+                     dir,
                      "' (only safetensors checkpoints are read; convert pytorch_model.bin with transformers' "
                      "save_pretrained(..., safe_serialization=True))");
     c.description_ = index;
@@ -78,8 +89,8 @@ class SafeTensorsCheckpoint {
       auto it = shard_of_file.find(file);
       if (it == shard_of_file.end()) {
         const std::string path = (fs::path(dir) / file).string();
-        PREFIXTUNE_CHECK(fs::exists(path), index, ": shard '", file, "' (holding '", key, "') is missing from '", dir,
-                         "'");
+        PREFIXTUNE_CHECK(detail::checkpoint_file_exists(path), index, ": shard '", file, "' (holding '", key,
+                         "') is missing from '", dir, "'");
         c.files_.push_back(std::make_shared<SafeTensorsFile>(SafeTensorsFile::open(path)));
         it = shard_of_file.emplace(file, c.files_.size() - 1).first;
       }
