@@ -81,9 +81,8 @@ template <class X, class T = detail::value_t<X>, class D = detail::device_t<X>>
 detail::var_t<X> gqa_qkv(detail::tape_t<X>& tape, const X& x, const Tensor<T, D>& cos, const Tensor<T, D>& sin,
                          const GqaHeads<T, D>& heads, bool expand = true) {
   const Tensor<T, D> xv = detail::value_of(x);
-  PREFIXTUNE_CHECK(xv.defined() && xv.rank() >= 1, "gqa_qkv: undefined or rank-0 input");
-  const std::int64_t kv = expand ? heads.NH : heads.KVH;
-  Tensor<T, D> out(xv.shape().with(xv.rank() - 1, (heads.NH + 2 * kv) * heads.HD));
+  const detail::GqaDims d = detail::gqa_dims("gqa_qkv", xv, cos, sin, heads, expand);  // every argument checked
+  Tensor<T, D> out(xv.shape().with(xv.rank() - 1, d.out_width()));
   gqa_qkv_forward(xv, cos, sin, heads, expand, out);
   const bool rec = detail::should_record(x);
   Var<T, D> y(out, rec, "gqa_qkv");

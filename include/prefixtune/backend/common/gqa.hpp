@@ -17,8 +17,9 @@ struct GqaDims {
   double eps = 0;
   bool expand = true;
   std::int64_t group() const { return NH / KVH; }
+  std::int64_t reps() const { return expand ? group() : 1; }  // output copies of each K (and V) head
   std::int64_t in_width() const { return (NH + 2 * KVH) * HD; }
-  std::int64_t out_heads() const { return expand ? NH : KVH; }  // K (and V) heads per output row
+  std::int64_t out_heads() const { return KVH * reps(); }  // K (and V) heads per output row
   std::int64_t out_width() const { return (NH + 2 * out_heads()) * HD; }
 };
 

@@ -24,7 +24,7 @@ namespace prefixtune::detail {
 template <class T>
 void gqa_qkv_forward_kernel(Cpu, const GqaDims& d, const T* in, const T* cos, const T* sin, const T* q_gamma,
                             const T* k_gamma, T* out) {
-  const std::int64_t HD = d.HD, NH = d.NH, KVH = d.KVH, reps = d.expand ? d.group() : 1;
+  const std::int64_t HD = d.HD, NH = d.NH, KVH = d.KVH, reps = d.reps();
   const std::int64_t iw = d.in_width(), ow = d.out_width(), out_kv = d.out_heads() * HD;
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) if (d.N * ow >= kParallelMinElements)
@@ -59,7 +59,7 @@ void gqa_qkv_forward_kernel(Cpu, const GqaDims& d, const T* in, const T* cos, co
 template <class T>
 void gqa_qkv_backward_kernel(Cpu, const GqaDims& d, const T* dout, const T* in, const T* cos, const T* sin,
                              const T* q_gamma, const T* k_gamma, T* din) {
-  const std::int64_t HD = d.HD, NH = d.NH, KVH = d.KVH, reps = d.expand ? d.group() : 1;
+  const std::int64_t HD = d.HD, NH = d.NH, KVH = d.KVH, reps = d.reps();
   const std::int64_t iw = d.in_width(), ow = d.out_width(), out_kv = d.out_heads() * HD;
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) if (d.N * ow >= kParallelMinElements)

@@ -25,7 +25,7 @@ __device__ double cuda_head_rstd(const T* x, std::int64_t HD, double eps, int la
 template <class T>
 void gqa_qkv_forward_kernel(Cuda, const GqaDims& d, const T* in, const T* cos, const T* sin, const T* q_gamma,
                             const T* k_gamma, T* out) {
-  const std::int64_t HD = d.HD, half = HD / 2, NH = d.NH, KVH = d.KVH, reps = d.expand ? d.group() : 1;
+  const std::int64_t HD = d.HD, half = HD / 2, NH = d.NH, KVH = d.KVH, reps = d.reps();
   const std::int64_t iw = d.in_width(), ow = d.out_width(), out_kv = d.out_heads() * HD, heads = NH + 2 * KVH;
   const double eps = d.eps;
   cuda_for_warps("gqa_qkv_forward", d.N * heads, [=] __device__(std::int64_t w, int lane) {
@@ -59,7 +59,7 @@ void gqa_qkv_forward_kernel(Cuda, const GqaDims& d, const T* in, const T* cos, c
 template <class T>
 void gqa_qkv_backward_kernel(Cuda, const GqaDims& d, const T* dout, const T* in, const T* cos, const T* sin,
                              const T* q_gamma, const T* k_gamma, T* din) {
-  const std::int64_t HD = d.HD, half = HD / 2, NH = d.NH, KVH = d.KVH, reps = d.expand ? d.group() : 1;
+  const std::int64_t HD = d.HD, half = HD / 2, NH = d.NH, KVH = d.KVH, reps = d.reps();
   const std::int64_t iw = d.in_width(), ow = d.out_width(), out_kv = d.out_heads() * HD, heads = NH + 2 * KVH;
   const double eps = d.eps;
   cuda_for_warps("gqa_qkv_backward", d.N * heads, [=] __device__(std::int64_t w, int lane) {
