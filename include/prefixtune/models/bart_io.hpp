@@ -61,7 +61,7 @@ Bart<T, Device> load_bart(const std::string& dir) {
       if (!shared.defined()) {
         shared = t;
       } else {
-        PREFIXTUNE_CHECK(t.to_vector() == shared.to_vector(), path, ": '", r.prefix(), key,
+        PREFIXTUNE_CHECK(detail::same_values(t, shared), path, ": '", r.prefix(), key,
                          "' differs from the shared embedding (untied encoder/decoder embeddings are not supported)");
       }
     }
@@ -70,7 +70,7 @@ Bart<T, Device> load_bart(const std::string& dir) {
   if (file.has("lm_head.weight")) {
     r.mark("lm_head.weight");
     const auto head = file.load<T>("lm_head.weight", Shape{V, C}, false);
-    if (head.to_vector() != shared.to_vector()) m.lm_head = to(head);
+    if (!detail::same_values(head, shared)) m.lm_head = to(head);
   }
   if (file.has("final_logits_bias")) {
     r.mark("final_logits_bias");

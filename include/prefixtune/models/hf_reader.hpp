@@ -4,6 +4,7 @@
 // refuse the keys no model part claims); and the writer's inverse. Shared by the BART and Llama loaders.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <set>
 #include <string>
@@ -15,6 +16,13 @@
 #include "prefixtune/io/safetensors_write.hpp"
 
 namespace prefixtune::detail {
+
+/// Whether two host tensors of the same size hold the same values, compared in place (a tied head stored beside
+/// its embedding is (V, C): copies of both would double the load's peak memory).
+template <class T>
+bool same_values(const Tensor<T, Cpu>& a, const Tensor<T, Cpu>& b) {
+  return a.numel() == b.numel() && std::equal(a.data(), a.data() + a.numel(), b.data());
+}
 
 /// Reads tensors prefix + key from a SafeTensorsFile or SafeTensorsCheckpoint (Source), converted to T.
 template <class T, class Source>

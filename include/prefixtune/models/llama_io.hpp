@@ -80,7 +80,7 @@ Llama<T, Device> load_llama(const std::string& dir) {
   if (file.has("lm_head.weight")) {
     r.mark("lm_head.weight");
     const auto head = file.template load<T>("lm_head.weight", Shape{V, C});
-    PREFIXTUNE_CHECK(!c.tie_word_embeddings || head.to_vector() == embed.to_vector(), file.path(),
+    PREFIXTUNE_CHECK(!c.tie_word_embeddings || detail::same_values(head, embed), file.path(),
                      ": lm_head.weight differs from the embedding but config.json says tie_word_embeddings=true");
     if (!c.tie_word_embeddings) m.lm_head = to(head);
   } else {
