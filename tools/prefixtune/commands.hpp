@@ -93,8 +93,9 @@ int with_model(const std::string& dir, F&& f) {
 /// max_length refused) for any model, or text (E2E lines, {"source", "target"} JSON lines) through the tokenizer.
 template <class M>
 std::vector<Example> read_examples(const M& m, const std::string& path, std::size_t max_length, LengthPolicy policy) {
-  if (is_token_data(read_text_file(path))) return read_token_examples(path, m.net.config.vocab_size, max_length);
-  return encode_examples(m.tokenizer("text data (" + path + ")"), read_pairs(path), max_length, policy);
+  const std::string text = read_text_file(path);  // read once, whichever format it holds
+  if (is_token_data(text)) return parse_token_examples(text, path, m.net.config.vocab_size, max_length);
+  return encode_examples(m.tokenizer("text data (" + path + ")"), parse_pairs(text, path), max_length, policy);
 }
 
 template <class Device>

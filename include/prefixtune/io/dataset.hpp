@@ -15,6 +15,7 @@
 #include "prefixtune/core/rng.hpp"
 #include "prefixtune/io/bpe.hpp"
 #include "prefixtune/io/file.hpp"
+#include "prefixtune/io/json_fields.hpp"
 #include "prefixtune/ops/cross_entropy.hpp"
 
 namespace prefixtune {
@@ -61,12 +62,7 @@ inline TextPair parse_e2e_line(const std::string& line, const std::string& where
 }
 
 inline TextPair parse_json_line(const std::string& line, const std::string& where, std::size_t n) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::exception& e) {
-    PREFIXTUNE_FAIL(where, ":", n, ": invalid JSON: ", e.what());
-  }
+  const nlohmann::json j = parse_json(line, where + ":" + std::to_string(n));
   PREFIXTUNE_CHECK(j.is_object(), where, ":", n, ": a JSON line must be an object with \"source\" and \"target\"");
   for (const char* key : {"source", "target"}) {
     PREFIXTUNE_CHECK(j.contains(key) && j[key].is_string(), where, ":", n, ": field \"", key,
@@ -77,11 +73,10 @@ inline TextPair parse_json_line(const std::string& line, const std::string& wher
 
 }  // namespace detail
 
-/// Reads every pair of a data file: JSON lines when the name ends in .jsonl/.json or the text starts with '{',
-/// E2E "source||target" lines otherwise. Blank lines are skipped; a trailing '\r' is dropped. A bad line throws
-/// an Error naming the file and the line number.
-inline std::vector<TextPair> read_pairs(const std::string& path) {
-  const std::string text = read_text_file(path);
+/// Every pair of a data file's text (`path` names it in errors): JSON lines when the name ends in .jsonl/.json or
+/// the text starts with '{', E2E "source||target" lines otherwise. Blank lines are skipped; a trailing '\r' is
+/// dropped. A bad line throws an Error naming the file and the line number.
+inline std::vector<TextPair> parse_pairs(const std::string& text, const std::string& path) {
   const bool json = detail::is_json_lines(path, text);
   std::vector<TextPair> pairs;
   detail::for_each_line(text, [&](const std::string& line, std::size_t n) {
@@ -89,6 +84,9 @@ inline std::vector<TextPair> read_pairs(const std::string& path) {
   });
   return pairs;
 }
+
+/// parse_pairs of the file at `path`.
+inline std::vector<TextPair> read_pairs(const std::string& path) { return parse_pairs(read_text_file(path), path); }
 
 /// What to do with an example longer than the maximum length.
 enum class LengthPolicy {

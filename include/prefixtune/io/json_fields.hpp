@@ -13,15 +13,18 @@
 
 namespace prefixtune {
 
-/// `path` parsed as JSON; a missing file or invalid JSON is an Error naming the path.
-inline nlohmann::json read_json_file(const std::string& path) {
-  const std::string text = read_text_file(path);
+/// `text` parsed as JSON; invalid JSON is an Error "<where>: invalid JSON: <the parser's reason>" (`where`: a file,
+/// or a file and a line as "path:n").
+inline nlohmann::json parse_json(const std::string& text, const std::string& where) {
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
-    PREFIXTUNE_FAIL(path, ": invalid JSON: ", e.what());
+    PREFIXTUNE_FAIL(where, ": invalid JSON: ", e.what());
   }
 }
+
+/// `path` parsed as JSON; a missing file or invalid JSON is an Error naming the path.
+inline nlohmann::json read_json_file(const std::string& path) { return parse_json(read_text_file(path), path); }
 
 namespace detail {
 

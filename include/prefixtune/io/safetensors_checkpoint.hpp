@@ -33,12 +33,7 @@ inline bool checkpoint_file_exists(const std::string& path) {
 }
 
 inline std::map<std::string, std::string> parse_safetensors_index(const std::string& text, const std::string& where) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    PREFIXTUNE_FAIL(where, ": invalid JSON: ", e.what());
-  }
+  const nlohmann::json j = parse_json(text, where);
   PREFIXTUNE_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), where,
                    ": not a safetensors index (no 'weight_map' object)");
   for (auto it = j.begin(); it != j.end(); ++it)

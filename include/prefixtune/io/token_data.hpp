@@ -13,6 +13,7 @@
 #include "prefixtune/core/error.hpp"
 #include "prefixtune/io/dataset.hpp"
 #include "prefixtune/io/file.hpp"
+#include "prefixtune/io/json_fields.hpp"
 
 namespace prefixtune {
 
@@ -54,12 +55,7 @@ inline bool is_token_data(const std::string& text) {
 /// fields are refused (a misspelt "labels" would silently train on every token).
 inline Example parse_token_line(const std::string& line, std::int64_t vocab_size, const std::string& where,
                                 std::size_t n) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::exception& e) {
-    PREFIXTUNE_FAIL(where, ":", n, ": invalid JSON: ", e.what());
-  }
+  const nlohmann::json j = parse_json(line, where + ":" + std::to_string(n));
   PREFIXTUNE_CHECK(j.is_object() && j.contains("input_ids"), where, ":", n,
                    ": expected an object with \"input_ids\" (and optionally \"labels\")");
   for (auto it = j.begin(); it != j.end(); ++it)
@@ -78,13 +74,14 @@ inline Example parse_token_line(const std::string& line, std::int64_t vocab_size
   return ex;
 }
 
-/// Every line of a pre-tokenized data file (blank lines skipped); max_length > 0 refuses longer examples, naming
-/// the line. A file with no labelled position at all is refused too (nothing to score or train on).
-inline std::vector<Example> read_token_examples(const std::string& path, std::int64_t vocab_size,
-                                                std::size_t max_length = 0) {
+/// Every line of a pre-tokenized data file's text (blank lines skipped; `path` names it in errors); max_length > 0
+/// refuses longer examples, naming the line. A file with no labelled position at all is refused too (nothing to
+/// score or train on).
+inline std::vector<Example> parse_token_examples(const std::string& text, const std::string& path,
+                                                 std::int64_t vocab_size, std::size_t max_length = 0) {
   std::vector<Example> out;
   bool labelled = false;
-  detail::for_each_line(read_text_file(path), [&](const std::string& line, std::size_t n) {
+  detail::for_each_line(text, [&](const std::string& line, std::size_t n) {
     out.push_back(parse_token_line(line, vocab_size, path, n));
     PREFIXTUNE_CHECK(max_length == 0 || out.back().ids.size() <= max_length, path, ":", n, ": ", out.back().ids.size(),
                      " tokens, more than the maximum length ", max_length);
@@ -93,6 +90,12 @@ inline std::vector<Example> read_token_examples(const std::string& path, std::in
   PREFIXTUNE_CHECK(out.empty() || labelled, path, ": no line has a label to score or train on (every label after ",
                    "the first position is -100)");
   return out;
+}
+
+/// parse_token_examples of the file at `path`.
+inline std::vector<Example> read_token_examples(const std::string& path, std::int64_t vocab_size,
+                                                std::size_t max_length = 0) {
+  return parse_token_examples(read_text_file(path), path, vocab_size, max_length);
 }
 
 /// A prompt line {"input_ids": [...]} (other fields are the caller's: they are echoed back): its ids, used exactly
