@@ -17,12 +17,7 @@ source scripts/alternate.sh
 build=${1:-build}
 threads=${2:-2}
 rounds=${3:-3}
-if [[ -f "$build/CMakeCache.txt" ]]; then
-  cmake --build "$build" --target bench_generate >/dev/null
-fi
-bin="$build/benchmarks/bench_generate"
-[[ -x "$bin" ]] || bin="$build/bench_generate"
-[[ -x "$bin" ]] || { echo "compare_generate.sh: no bench_generate in $build or $build/benchmarks" >&2; exit 1; }
+bin=$(bench_binary "$build" bench_generate) || exit 1
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 export OMP_NUM_THREADS=$threads

@@ -18,12 +18,7 @@ source scripts/alternate.sh
 build=${1:-build}
 threads=${2:-2}
 rounds=${3:-3}
-if [[ -f "$build/CMakeCache.txt" ]]; then
-  cmake --build "$build" --target bench_llama >/dev/null
-fi
-bin="$build/benchmarks/bench_llama"
-[[ -x "$bin" ]] || bin="$build/bench_llama"
-[[ -x "$bin" ]] || { echo "compare_llama.sh: no bench_llama in $build or $build/benchmarks" >&2; exit 1; }
+bin=$(bench_binary "$build" bench_llama) || exit 1
 dir=$(mktemp -d)
 if [[ -n "${KEEP:-}" ]]; then echo "compare_llama.sh: raw results in $dir" >&2; else trap 'rm -rf "$dir"' EXIT; fi
 export OMP_NUM_THREADS=$threads
